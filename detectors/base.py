@@ -1,0 +1,65 @@
+"""The one contract every detector keeps.
+
+A detector is a small object built from its settings (public, immutable, checked in
+``__init__``) that looks at one event at a time together with its own slice of the
+session's state, and may return a :class:`Signal`. The state is a plain dict the
+detector owns: JSON-serializable, bounded in size, and the only thing it may remember,
+so a session can move between workers with its changelog. Time is the events' ``ts``;
+a detector never reads the clock.
+
+>>> from detectors.help_request import HelpRequest
+>>> state = {}
+>>> HelpRequest().step(state, {"session_id": "s", "type": "help_request", "ts": 9})
+Signal(detector='help_request', strength=1.0, ts=9, action='handoff', evidence={'channel': None})
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal, Protocol
+
+from detectors.errors import ConfigError
+from detectors.events import Event
+
+Action = Literal["nudge", "handoff"]
+
+
+@dataclass(frozen=True, slots=True)
+class Signal:
+    """One finding: which detector, how strong (0..1), when, and what it saw.
+
+    ``action`` is what the detector asks for at least; the policy may do less
+    (cooldown, cap, holdout) but never turns a requested handoff into a nudge.
+    """
+
+    detector: str
+    strength: float
+    ts: int
+    action: Action = "nudge"
+    evidence: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"detector": self.detector, "strength": self.strength, "evidence": self.evidence}
+
+
+class Detector(Protocol):
+    """Looks at one event with its own state; returns a signal or None."""
+
+    name: ClassVar[str]
+
+    def step(self, state: dict[str, Any], event: Event) -> Signal | None: ...
+
+
+def require(name: str, value: float, low: float, high: float | None = None) -> None:
+    """Raise :class:`ConfigError` unless ``low <= value (<= high)``.
+
+    >>> require("rage_click.min_clicks", 1, 2)
+    Traceback (most recent call last):
+    ...
+    detectors.errors.ConfigError: rage_click.min_clicks = 1 is out of range: allowed >= 2
+    """
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"{name} = {value!r} must be a number")
+    if value < low or (high is not None and value > high):
+        allowed = f">= {low}" if high is None else f"{low} to {high}"
+        raise ConfigError(f"{name} = {value!r} is out of range: allowed {allowed}")

@@ -1,0 +1,51 @@
+"""Dead click: a click the page did not visibly react to.
+
+The SDK measures ``reaction_ms``, the time until the first visible change after the
+click; absent or null means nothing happened before it gave up. Threshold 2500 ms as
+PostHog's DOM-mutation window. One dead click is weak evidence (people click on
+text); the strength grows with repeats on the same target, so a button that is
+really broken stands out.
+
+>>> detector = DeadClick()
+>>> state = {}
+>>> click = {"session_id": "s", "type": "click", "ts": 0, "x": 1, "y": 1, "target": "#pay"}
+>>> detector.step(state, dict(click, reaction_ms=120)) is None
+True
+>>> detector.step(state, click).strength
+0.35
+>>> detector.step(state, dict(click, ts=4000, reaction_ms=3000)).evidence
+{'target': '#pay', 'reaction_ms': 3000, 'repeats': 2}
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from detectors.base import Signal, require
+from detectors.events import Event
+
+
+class DeadClick:
+    name: ClassVar[str] = "dead_click"
+
+    def __init__(self, threshold_ms: int = 2500, strength_per_repeat: float = 0.35) -> None:
+        require("dead_click.threshold_ms", threshold_ms, 1, 600_000)
+        require("dead_click.strength_per_repeat", strength_per_repeat, 0.01, 1)
+        self.threshold_ms = threshold_ms
+        self.strength_per_repeat = strength_per_repeat
+
+    def step(self, state: dict[str, Any], event: Event) -> Signal | None:
+        if event["type"] != "click":
+            return None
+        reaction = event.get("reaction_ms")
+        if reaction is not None and reaction < self.threshold_ms:
+            return None
+        target = event["target"]
+        repeats = state["repeats"] + 1 if state.get("target") == target else 1
+        state.update(target=target, repeats=repeats)
+        return Signal(
+            self.name,
+            strength=min(1.0, round(self.strength_per_repeat * repeats, 4)),
+            ts=event["ts"],
+            evidence={"target": target, "reaction_ms": reaction, "repeats": repeats},
+        )

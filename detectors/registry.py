@@ -1,0 +1,49 @@
+"""Every detector by name, and how a config section builds them.
+
+>>> [d.name for d in build({"dead_click": {"enabled": False}})]
+['rage_click', 'checkout_failure', 'help_request']
+>>> build({"rage_click": {"min_clics": 4}})
+Traceback (most recent call last):
+...
+detectors.errors.ConfigError: unknown key rage_click.min_clics (known: max_distance_px, max_interval_ms, min_clicks, enabled)
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Mapping
+from typing import Any
+
+from detectors.base import Detector
+from detectors.checkout_failure import CheckoutFailure
+from detectors.dead_click import DeadClick
+from detectors.errors import ConfigError
+from detectors.help_request import HelpRequest
+from detectors.rage_click import RageClick
+
+REGISTRY: dict[str, type[Any]] = {
+    cls.name: cls for cls in (RageClick, DeadClick, CheckoutFailure, HelpRequest)
+}
+
+
+def build(config: Mapping[str, Mapping[str, Any]] | None = None) -> list[Detector]:
+    """Instantiate every enabled detector, in registry order, from its config section."""
+    config = config or {}
+    for name in config:
+        if name not in REGISTRY:
+            raise ConfigError(f"unknown detector {name!r} (known: {', '.join(REGISTRY)})")
+    detectors: list[Detector] = []
+    for name, cls in REGISTRY.items():
+        section = dict(config.get(name, {}))
+        enabled = section.pop("enabled", True)
+        if not isinstance(enabled, bool):
+            raise ConfigError(f"{name}.enabled = {enabled!r} must be true or false")
+        known = sorted(inspect.signature(cls).parameters)
+        for key in section:
+            if key not in known:
+                raise ConfigError(
+                    f"unknown key {name}.{key} (known: {', '.join([*known, 'enabled'])})"
+                )
+        if enabled:
+            detectors.append(cls(**section))
+    return detectors
