@@ -1,0 +1,33 @@
+# Two commands for a fresh machine: `make run` and `make test`. Each creates .venv and
+# installs what it needs; re-running them reinstalls only when pyproject.toml changed.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test bench lint clean system-packages
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+system-packages:
+	bash deploy/install-system-packages.sh
+
+run: $(STAMP)
+	$(BIN)/frictionwatch run
+
+test: $(STAMP) system-packages
+	$(BIN)/python -m pytest
+
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks.pipeline_throughput
+
+lint: $(STAMP)
+	$(BIN)/ruff check streamer detectors tests benchmarks
+	$(BIN)/mypy
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis

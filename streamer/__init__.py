@@ -1,0 +1,1 @@
+"""The Faust side of frictionwatch: everything that touches Kafka, HTTP or Prometheus."""

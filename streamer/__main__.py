@@ -1,0 +1,146 @@
+"""``frictionwatch`` (also ``python -m streamer``): run, worker, replay, simulate, bench."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from detectors.errors import DetectorError
+from streamer.settings import Settings
+
+
+def _settings(args: argparse.Namespace, **extra: Any) -> Settings:
+    return Settings.load(
+        broker=getattr(args, "broker", None),
+        web_port=getattr(args, "web_port", None),
+        web_host=getattr(args, "web_host", None),
+        partitions=getattr(args, "partitions", None),
+        app_id=getattr(args, "app_id", None),
+        config_file=getattr(args, "config", None),
+        loglevel=getattr(args, "loglevel", None),
+        **extra,
+    )
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from streamer import worker
+
+    settings = _settings(args)
+    if args.create_topics:
+        worker.ensure_topics(settings)
+    return worker.run_worker(settings)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from streamer import worker
+
+    return worker.run_local(
+        _settings(args), traffic=args.traffic, speed=args.speed, seed=args.seed
+    )
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from detectors.session import Engine
+    from streamer.replay import replay_file
+
+    settings = _settings(args)
+    engine = Engine.from_config(settings.detection)
+    if args.out:
+        with open(args.out, "wb") as out:
+            written = replay_file(args.file, engine, out, max_record_bytes=settings.max_record_bytes)
+        print(f"wrote {written} lines to {args.out}", file=sys.stderr)
+    else:
+        replay_file(args.file, engine, sys.stdout.buffer, max_record_bytes=settings.max_record_bytes)
+    return 0
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from streamer import simulate
+
+    sessions = list(simulate.generate(args.seed, args.sessions))
+    if args.events_out or args.labels_out:
+        simulate.write_jsonl(sessions, args.events_out, args.labels_out)
+        print(f"wrote {len(sessions)} sessions", file=sys.stderr)
+    if args.broker:
+        from streamer import worker
+
+        settings = _settings(args)
+        worker.ensure_topics(settings)
+        sent = asyncio.run(worker.produce(settings, simulate.interleave(sessions)))
+        print(f"produced {sent} records to {settings.bootstrap_servers}", file=sys.stderr)
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from benchmarks import pipeline_throughput  # type: ignore[import-not-found]
+
+    return int(pipeline_throughput.main(["--events", str(args.events)]))
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="frictionwatch",
+        description="Real-time friction detection: clickstream in, nudges and handoffs out.",
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def common(sp: argparse.ArgumentParser, *, web: bool = True) -> None:
+        sp.add_argument("--config", help="detector/policy TOML file (FW_CONFIG_FILE)")
+        sp.add_argument("--partitions", type=int, help="partitions of new topics (default 4)")
+        sp.add_argument("--app-id", help="Faust app id = consumer group (default frictionwatch)")
+        sp.add_argument("--loglevel", help="worker log level (default warning)")
+        if web:
+            sp.add_argument("--web-port", type=int, help="HTTP port (default 6066)")
+            sp.add_argument("--web-host", help="HTTP bind address (default 127.0.0.1)")
+
+    run = sub.add_parser("run", help="embedded broker + worker + web + demo traffic")
+    common(run)
+    run.add_argument("--no-traffic", dest="traffic", action="store_false",
+                     help="do not feed built-in synthetic traffic")
+    run.add_argument("--speed", type=float, default=10.0,
+                     help="synthetic traffic runs this many times faster than real time")
+    run.add_argument("--seed", type=int, default=1, help="seed of the synthetic traffic")
+    run.set_defaults(func=cmd_run)
+
+    wk = sub.add_parser("worker", help="a worker against a Kafka cluster (production path)")
+    common(wk)
+    wk.add_argument("--broker", help="bootstrap servers, e.g. kafka1:9092,kafka2:9092")
+    wk.add_argument("--no-create-topics", dest="create_topics", action="store_false",
+                    help="do not create missing topics at start")
+    wk.set_defaults(func=cmd_worker)
+
+    rp = sub.add_parser("replay", help="run detectors and policy offline over a JSONL file")
+    common(rp, web=False)
+    rp.add_argument("file", help="JSONL file of events ('-' for stdin)")
+    rp.add_argument("--out", help="write output lines here instead of stdout")
+    rp.set_defaults(func=cmd_replay)
+
+    sm = sub.add_parser("simulate", help="labelled synthetic traffic (seeded, reproducible)")
+    common(sm, web=False)
+    sm.add_argument("--seed", type=int, default=1)
+    sm.add_argument("--sessions", type=int, default=1000)
+    sm.add_argument("--events-out", help="write events as JSONL here")
+    sm.add_argument("--labels-out", help="write friction labels as JSONL here")
+    sm.add_argument("--broker", help="also produce the traffic to this Kafka")
+    sm.set_defaults(func=cmd_simulate)
+
+    bn = sub.add_parser("bench", help="throughput benchmark on the embedded broker")
+    bn.add_argument("--events", type=int, default=200_000)
+    bn.set_defaults(func=cmd_bench)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except DetectorError as exc:
+        print(f"frictionwatch: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
