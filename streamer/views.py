@@ -70,4 +70,7 @@ def register(app: faust.App, topics: Topics, metrics: Metrics, max_bytes: int) -
     @app.page("/metrics")
     class Metrics_(View):
         async def get(self, request: Request) -> Response:
-            return self.bytes(generate_latest(metrics.registry), content_type=CONTENT_TYPE_LATEST)
+            # aiohttp refuses a charset inside content_type=, so the header goes as is.
+            return self.bytes(
+                generate_latest(metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
+            )

@@ -1,0 +1,168 @@
+"""Fixtures that start real things: the embedded broker and worker processes.
+
+Everything started here is stopped by pid in a finally, even when a test fails.
+Under CI (``CI=true``) a missing tool fails the test instead of skipping it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from streamer.embedded import EmbeddedBroker, create_topics, free_port
+from streamer.settings import Settings
+from streamer.topics import Topics
+
+ROOT = Path(__file__).resolve().parent.parent
+CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def need_tool(name: str) -> str:
+    """The path of a command-line tool; a failure under CI, a skip elsewhere."""
+    path = shutil.which(name)
+    if path is None:
+        message = f"{name} is not installed (make test installs it: deploy/system-packages.txt)"
+        if CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+@pytest.fixture(scope="session")
+def broker() -> Iterator[EmbeddedBroker]:
+    with EmbeddedBroker() as b:
+        yield b
+
+
+@dataclass
+class WorkerProcess:
+    process: subprocess.Popen[bytes]
+    web: str
+    settings: Settings
+    log: Path
+
+    def metrics_text(self) -> str:
+        with urllib.request.urlopen(f"{self.web}/metrics", timeout=5) as resp:
+            return str(resp.read().decode())
+
+    def metric(self, name: str, **labels: str) -> float:
+        """Sum of the samples of ``name`` whose labels include ``labels``."""
+        from prometheus_client.parser import text_string_to_metric_families
+
+        total = 0.0
+        for family in text_string_to_metric_families(self.metrics_text()):
+            for s in family.samples:
+                if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
+                    total += s.value
+        return total
+
+
+def start_worker(broker: EmbeddedBroker, tmp: Path, app_id: str) -> WorkerProcess:
+    port = free_port()
+    settings = Settings.load(broker=broker.address, app_id=app_id, partitions=2, web_port=port)
+    asyncio.run(create_topics(broker.address, Topics.names(settings), settings.partitions))
+    log = tmp / f"{app_id}.log"
+    with open(log, "wb") as fh:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "streamer", "worker", "--broker", broker.address,
+             "--app-id", app_id, "--partitions", "2", "--web-port", str(port),
+             "--loglevel", "info"],
+            stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=ROOT,
+        )
+    return WorkerProcess(process, f"http://127.0.0.1:{port}", settings, log)
+
+
+def stop_process(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
+    if process.poll() is None:
+        process.send_signal(sig)
+        try:
+            process.wait(20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)
+
+
+@pytest.fixture(scope="session")
+def worker(broker: EmbeddedBroker, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerProcess]:
+    w = start_worker(broker, tmp_path_factory.mktemp("worker"), "fw-test")
+    try:
+        wait_for(lambda: _answers(w), 60, f"worker web server (log {w.log})", w.process)
+        # Joined and consuming: a probe record comes out the other side.
+        asyncio.run(produce(broker.address, [(b"probe", b'{"session_id":"probe","type":"page_view","ts":1,"page":"/"}')]))
+        wait_for(lambda: w.metric("frictionwatch_records_total") >= 1, 90,
+                 f"worker to consume (log {w.log})", w.process)
+        yield w
+    finally:
+        stop_process(w.process)
+
+
+def _answers(w: WorkerProcess) -> bool:
+    try:
+        w.metrics_text()
+    except OSError:
+        return False
+    return True
+
+
+def wait_for(
+    check: Callable[[], bool], timeout: float, what: str,
+    process: subprocess.Popen[bytes] | None = None,
+) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise AssertionError(f"process exited with {process.returncode} waiting for {what}")
+        if check():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+async def produce(
+    bootstrap: str, records: list[tuple[bytes | None, bytes]], topic: str = "frictionwatch.events"
+) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, max_request_size=4 << 20)
+    await producer.start()
+    try:
+        for key, value in records:
+            await producer.send(topic, value=value, key=key)
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+async def consume(
+    bootstrap: str, topic: str, done: Callable[[list], bool], timeout: float = 60
+) -> list:
+    """Read ``topic`` from the beginning until ``done(records)`` or the timeout."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    records: list = []
+    try:
+        partitions = consumer.partitions_for_topic(topic)
+        deadline = time.monotonic() + timeout
+        while not partitions and time.monotonic() < deadline:
+            await consumer._client.force_metadata_update()  # noqa: SLF001
+            partitions = consumer.partitions_for_topic(topic)
+        tps = [TopicPartition(topic, p) for p in sorted(partitions or ())]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        while time.monotonic() < deadline and not done(records):
+            batch = await consumer.getmany(timeout_ms=300, max_records=5000)
+            for msgs in batch.values():
+                records.extend(msgs)
+    finally:
+        await consumer.stop()
+    return records
