@@ -65,7 +65,8 @@ def run_local(settings: Settings, *, traffic: bool, speed: float, seed: int) -> 
 
     broker = EmbeddedBroker().start()
     try:
-        web_port = settings.web_port if _port_free(settings.web_port) else free_port()
+        wanted = settings.web_port
+        web_port = wanted if wanted and _port_free(wanted) else free_port()
         settings = settings.with_(broker=f"kafka://{broker.address}", web_port=web_port)
         ensure_topics(settings)
         service = app_module.build(settings)
