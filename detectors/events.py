@@ -43,6 +43,9 @@ REASONS: Final = (
 MAX_RECORD_BYTES: Final = 256 * 1024
 MAX_EVENTS_PER_RECORD: Final = 1000
 MAX_STRING_CHARS: Final = 4096
+#: Integers must fit a signed 64-bit word: orjson (and Kafka tooling) cannot carry more.
+INT_MIN: Final = -(2**63)
+INT_MAX: Final = 2**63 - 1
 
 _STR = (str,)
 _NUM = (int, float)
@@ -102,15 +105,17 @@ def _check_fields(event: Event, fields: dict[str, tuple[tuple[type, ...], bool, 
         value = event[name]
         if value is None and (nullable or not required):
             continue
-        if kinds is _INT and isinstance(value, float) and value.is_integer():
+        if kinds in (_INT, _STR_OR_INT) and isinstance(value, float) and value.is_integer():
             event[name] = value = int(value)  # JSON Schema counts 3.0 as an integer
         if not _is(value, kinds):
             raise InvalidEvent(
                 "wrong_type",
                 f"field {name!r} must be {_TYPE_WORDS[kinds]}, got {_type_name(value)}",
             )
-        if kinds is _STR and len(value) > MAX_STRING_CHARS:
+        if isinstance(value, str) and len(value) > MAX_STRING_CHARS:
             raise InvalidEvent("too_large", f"field {name!r} is over {MAX_STRING_CHARS} chars")
+        if isinstance(value, int) and not INT_MIN <= value <= INT_MAX:
+            raise InvalidEvent("bad_value", f"field {name!r} does not fit 64 bits: {value}")
 
 
 def validate_event(obj: Any) -> Event:
@@ -147,8 +152,8 @@ def validate_event(obj: Any) -> Event:
         raise InvalidEvent(
             "wrong_type", f"field 'ts' must be an integer (ms since epoch), got {_type_name(ts)}"
         )
-    if ts < 0:
-        raise InvalidEvent("bad_value", f"field 'ts' must be >= 0, got {ts}")
+    if not 0 <= ts <= INT_MAX:
+        raise InvalidEvent("bad_value", f"field 'ts' must be 0 to 2**63-1, got {ts}")
     _check_fields(obj, _COMMON)
     fields = _FIELDS.get(obj["type"])
     if fields:

@@ -24,7 +24,7 @@ import orjson
 
 from detectors import registry
 from detectors.base import Detector, Signal
-from detectors.events import Event
+from detectors.events import KNOWN_TYPES, Event
 from detectors.policy import Decision, Policy
 
 # Bounds on what a session remembers, so state size does not grow with its length.
@@ -79,7 +79,9 @@ class SessionState:
         if self.first_ts is None:
             self.first_ts = ts
         self.last_ts = ts if self.last_ts is None else max(self.last_ts, ts)
-        self.counts[kind] = self.counts.get(kind, 0) + 1
+        # Unknown type names are free strings: one shared key keeps the state bounded.
+        counted = kind if kind in KNOWN_TYPES else "other"
+        self.counts[counted] = self.counts.get(counted, 0) + 1
         if kind == "page_view":
             _push(self.pages, _path(event["page"]), MAX_PAGES)
         elif kind == "checkout_attempt":
