@@ -47,10 +47,10 @@ MAX_STRING_CHARS: Final = 4096
 INT_MIN: Final = -(2**63)
 INT_MAX: Final = 2**63 - 1
 
-_STR = (str,)
-_NUM = (int, float)
-_INT = (int,)
-_STR_OR_INT = (str, int)
+_STR: tuple[type, ...] = (str,)
+_NUM: tuple[type, ...] = (int, float)
+_INT: tuple[type, ...] = (int,)
+_STR_OR_INT: tuple[type, ...] = (str, int)
 
 # type -> {field: (accepted python types, required, nullable)}; mirrors schema/event.v1.json
 _FIELDS: Final[dict[str, dict[str, tuple[tuple[type, ...], bool, bool]]]] = {
@@ -76,14 +76,14 @@ _FIELDS: Final[dict[str, dict[str, tuple[tuple[type, ...], bool, bool]]]] = {
     "intervention_dismissed": {"intervention_id": (_STR, True, False)},
     "session_end": {},
 }
-_COMMON: Final = {
+_COMMON: Final[dict[str, tuple[tuple[type, ...], bool, bool]]] = {
     "event_id": (_STR, False, True),
     "page": (_STR, False, True),
     "user_id": (_STR, False, True),
 }
 KNOWN_TYPES: Final = frozenset(_FIELDS)
 
-_TYPE_WORDS = {_STR: "a string", _NUM: "a number", _INT: "an integer",
+_TYPE_WORDS: dict[tuple[type, ...], str] = {_STR: "a string", _NUM: "a number", _INT: "an integer",
                _STR_OR_INT: "a string or an integer"}
 
 

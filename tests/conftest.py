@@ -100,7 +100,8 @@ def worker(broker: EmbeddedBroker, tmp_path_factory: pytest.TempPathFactory) -> 
     try:
         wait_for(lambda: _answers(w), 60, f"worker web server (log {w.log})", w.process)
         # Joined and consuming: a probe record comes out the other side.
-        asyncio.run(produce(broker.address, [(b"probe", b'{"session_id":"probe","type":"page_view","ts":1,"page":"/"}')]))
+        probe = b'{"session_id": "probe", "type": "page_view", "ts": 1, "page": "/"}'
+        asyncio.run(produce(broker.address, [(b"probe", probe)]))
         wait_for(lambda: w.metric("frictionwatch_records_total") >= 1, 90,
                  f"worker to consume (log {w.log})", w.process)
         yield w

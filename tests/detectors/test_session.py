@@ -6,11 +6,10 @@ from typing import Any
 
 import orjson
 import pytest
-
-from detectors.errors import InvalidEvent
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from detectors.errors import InvalidEvent
 from detectors.events import decode_record
 from detectors.session import (
     MAX_ERRORS,
