@@ -1,15 +1,19 @@
 """From signals to what the customer sees: nothing, a nudge, or a human.
 
-Rules, in order:
+Each session carries a friction score: the sum of its signals' strengths (times a
+per-detector weight), each decaying with event time (half-life ``half_life_ms``), so
+three small problems in a minute count more than three spread over an hour. Rules:
 
 1. A ``help_request`` is always honoured with a handoff: no cooldown, no cap.
 2. After a handoff nothing else is sent: escalation only goes up.
-3. A signal asking for a handoff gets one; otherwise the strongest signal must reach
-   ``nudge_threshold`` to nudge.
-4. Nudges keep ``cooldown_ms`` of event time from the previous intervention, and a
-   session gets at most ``max_interventions``.
-5. A ``holdout_share`` of sessions (by a hash of the session id, so the same session
-   is always in or out) is decided for but never shown: ``delivered`` is false.
+3. A signal asking for a handoff (e.g. the third failed payment) gets one.
+4. A nudge that did not help escalates: once a session was nudged, a score reaching
+   ``handoff_threshold`` hands it to a human.
+5. Otherwise a score reaching ``nudge_threshold`` nudges, at most once per
+   ``cooldown_ms`` of event time, and a session gets at most ``max_interventions``.
+6. A ``holdout_share`` of sessions (by a hash of the session id, so the same session
+   is always in or out) is decided for but never shown: ``delivered`` is false. Their
+   policy state moves exactly as if shown, so treated and holdout stay comparable.
 
 >>> from detectors.base import Signal
 >>> policy = Policy()
@@ -17,11 +21,11 @@ Rules, in order:
 >>> nudge = policy.decide(state, "s1", 7, [Signal("rage_click", 0.7, ts=1000)])
 >>> nudge.kind, nudge.delivered
 ('nudge', True)
->>> policy.decide(state, "s1", 8, [Signal("rage_click", 0.7, ts=2000)]) is None  # cooldown
+>>> policy.decide(state, "s1", 8, [Signal("dead_click", 0.35, ts=2000)]) is None  # cooldown
 True
->>> policy.decide(state, "s1", 9, [Signal("help_request", 1.0, ts=3000, action="handoff")]).kind
+>>> policy.decide(state, "s1", 9, [Signal("rage_click", 0.7, ts=3000)]).kind  # escalation
 'handoff'
->>> policy.decide(state, "s1", 10, [Signal("rage_click", 0.9, ts=99000)]) is None  # escalated
+>>> policy.decide(state, "s1", 10, [Signal("rage_click", 0.9, ts=99000)]) is None  # handed off
 True
 """
 
@@ -29,7 +33,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from detectors.base import Action, Signal, require
@@ -40,6 +44,14 @@ DEFAULT_MESSAGES: Mapping[str, str] = {
     "dead_click": "Nothing happening? Here is another way to get there, or talk to a person.",
     "checkout_failure": "Your payment didn't go through. Try another payment method, "
     "or talk to a person who can finish it with you.",
+    "error_click": "Something went wrong on our side. Try again, or talk to a person.",
+    "form_struggle": "Having trouble with this form? Here is what each field needs, "
+    "or a person can fill it in with you.",
+    "navigation_loop": "Can't find what you're looking for? Search, or ask a person.",
+    "search_struggle": "No luck with search? Browse our categories, or ask a person.",
+    "http_error_burst": "We're having a technical problem. Your cart is saved; "
+    "a person can help you finish.",
+    "excessive_scroll": "Looking for something on this page? Ask us.",
     "handoff": "We're connecting you with a person who can already see what went wrong: "
     "no need to explain it again.",
     "default": "Having trouble? We can help.",
@@ -48,7 +60,10 @@ DEFAULT_MESSAGES: Mapping[str, str] = {
 
 @dataclass(frozen=True, slots=True)
 class Decision:
-    """What the policy decided for one event; ``reasons`` are the signals behind it."""
+    """What the policy decided for one event; ``reasons`` are the signals behind it.
+
+    ``risk`` is the friction score scaled to 0..1 (score / handoff_threshold).
+    """
 
     kind: Action
     intervention_id: str
@@ -57,6 +72,7 @@ class Decision:
     message: str
     risk: float
     delivered: bool
+    score: float
 
 
 def in_holdout(session_id: str, share: float) -> bool:
@@ -80,18 +96,54 @@ class Policy:
     cooldown_ms: int = 60_000
     max_interventions: int = 3
     nudge_threshold: float = 0.5
+    handoff_threshold: float = 1.5
+    half_life_ms: int = 120_000
     holdout_share: float = 0.0
     messages: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_MESSAGES))
+    weights: Mapping[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         require("policy.cooldown_ms", self.cooldown_ms, 0, 86_400_000)
         require("policy.max_interventions", self.max_interventions, 1, 1000)
-        require("policy.nudge_threshold", self.nudge_threshold, 0, 1)
+        require("policy.nudge_threshold", self.nudge_threshold, 0, 100)
+        require("policy.handoff_threshold", self.handoff_threshold, 0, 100)
+        require("policy.half_life_ms", self.half_life_ms, 1, 86_400_000)
         require("policy.holdout_share", self.holdout_share, 0, 1)
+        if self.handoff_threshold < self.nudge_threshold:
+            raise ConfigError(
+                f"policy.handoff_threshold = {self.handoff_threshold} must be >= "
+                f"policy.nudge_threshold = {self.nudge_threshold}"
+            )
+        if not isinstance(self.messages, Mapping):
+            raise ConfigError("policy.messages must be a table of detector = message")
         for key, text in self.messages.items():
             if not isinstance(text, str) or not text.strip():
                 raise ConfigError(f"policy.messages.{key} must be a non-empty string")
+        if not isinstance(self.weights, Mapping):
+            raise ConfigError("policy.weights must be a table of detector = weight")
+        for key, weight in self.weights.items():
+            require(f"policy.weights.{key}", weight, 0, 10)
         object.__setattr__(self, "messages", {**DEFAULT_MESSAGES, **self.messages})
+        object.__setattr__(self, "weights", dict(self.weights))
+
+    @classmethod
+    def from_config(cls, section: Mapping[str, Any]) -> Policy:
+        """Build from the ``[policy]`` table; unknown keys are errors, not ignored."""
+        known = {f.name for f in fields(cls)}
+        for key in section:
+            if key not in known:
+                raise ConfigError(f"unknown key policy.{key} (known: {', '.join(sorted(known))})")
+        return cls(**section)
+
+    def _score(self, state: dict[str, Any], signals: Sequence[Signal]) -> float:
+        score, at = state.get("score", 0.0), state.get("score_ts")
+        for s in sorted(signals, key=lambda s: s.ts):
+            if at is not None and s.ts > at:
+                score *= 0.5 ** ((s.ts - at) / self.half_life_ms)
+            at = s.ts if at is None else max(at, s.ts)
+            score += self.weights.get(s.detector, 1.0) * s.strength
+        state.update(score=round(score, 6), score_ts=at)
+        return score
 
     def decide(
         self, state: dict[str, Any], session_id: str, seq: int, signals: Sequence[Signal]
@@ -100,24 +152,28 @@ class Policy:
         if not signals:
             return None
         ts = max(s.ts for s in signals)
+        score = self._score(state, signals)
         asked = any(s.detector == "help_request" for s in signals)
         if state.get("handed_off") and not asked:
             return None
         given = state.get("interventions", 0)
         if given >= self.max_interventions and not asked:
             return None
-        strongest = max(signals, key=lambda s: s.strength)
-        if asked or any(s.action == "handoff" for s in signals):
+        if (
+            asked
+            or any(s.action == "handoff" for s in signals)
+            or (state.get("nudged") and score >= self.handoff_threshold)
+        ):
             kind: Action = "handoff"
-        elif strongest.strength < self.nudge_threshold:
+        elif score < self.nudge_threshold:
             return None
         elif ts - state.get("last_ts", -self.cooldown_ms - 1) < self.cooldown_ms:
             return None
         else:
             kind = "nudge"
         state.update(interventions=given + 1, last_ts=ts, last_kind=kind)
-        if kind == "handoff":
-            state["handed_off"] = True
+        state["handed_off" if kind == "handoff" else "nudged"] = True
+        strongest = max(signals, key=lambda s: s.strength)
         message_key = "handoff" if kind == "handoff" else strongest.detector
         return Decision(
             kind=kind,
@@ -125,6 +181,7 @@ class Policy:
             ts=ts,
             reasons=tuple(sorted(signals, key=lambda s: -s.strength)),
             message=self.messages.get(message_key, self.messages["default"]),
-            risk=strongest.strength,
+            risk=round(min(1.0, score / self.handoff_threshold), 4),
             delivered=not in_holdout(session_id, self.holdout_share),
+            score=round(score, 4),
         )

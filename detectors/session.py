@@ -183,7 +183,7 @@ class Engine:
     def from_config(cls, config: Mapping[str, Any] | None = None) -> Engine:
         """Build from a config mapping: detector sections plus an optional ``policy``."""
         config = dict(config or {})
-        policy = Policy(**config.pop("policy", {}))
+        policy = Policy.from_config(config.pop("policy", {}))
         return cls(registry.build(config), policy)
 
     def step(self, state: SessionState, event: Event) -> Outcome:

@@ -1,15 +1,19 @@
-"""``frictionwatch`` (also ``python -m streamer``): run, worker, replay, simulate, bench."""
+"""``frictionwatch`` (also ``python -m streamer``): run, worker, replay, compare, simulate, bench."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from detectors.errors import DetectorError
 from streamer.settings import Settings
+
+if TYPE_CHECKING:
+    from detectors.session import Engine
 
 
 def _settings(args: argparse.Namespace, **extra: Any) -> Settings:
@@ -48,12 +52,71 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     engine = Engine.from_config(settings.detection)
+    if args.labels:
+        return _replay_report(args, settings, engine)
+    if args.json:
+        print("frictionwatch: error: replay --json needs --labels", file=sys.stderr)
+        return 2
     if args.out:
         with open(args.out, "wb") as out:
             written = replay_file(args.file, engine, out, max_record_bytes=settings.max_record_bytes)
         print(f"wrote {written} lines to {args.out}", file=sys.stderr)
     else:
         replay_file(args.file, engine, sys.stdout.buffer, max_record_bytes=settings.max_record_bytes)
+    return 0
+
+
+def _replay_report(args: argparse.Namespace, settings: Settings, engine: Engine) -> int:
+    from streamer import evaluate
+
+    try:
+        labels = evaluate.read_labels(args.labels)
+    except evaluate.LabelsError as exc:
+        print(f"frictionwatch: error: {exc}", file=sys.stderr)
+        return 2
+    with contextlib.ExitStack() as stack:
+        source = sys.stdin.buffer if args.file == "-" else stack.enter_context(open(args.file, "rb"))
+        out = stack.enter_context(open(args.out, "wb")) if args.out else None
+        report = evaluate.replay_report(source, engine, labels, out=out, err=sys.stderr,
+                                        max_record_bytes=settings.max_record_bytes)
+    if args.json:
+        evaluate.print_json(report)
+    else:
+        print(evaluate.format_report(report))
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from detectors.errors import ConfigError
+    from detectors.session import Engine
+    from streamer import evaluate
+    from streamer.settings import load_detection_config
+
+    engines = []
+    for path in (args.config_a, args.config_b):
+        try:
+            engines.append(Engine.from_config(load_detection_config(path)))
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: {exc}") from None
+    try:
+        labels = evaluate.read_labels(args.labels)
+    except evaluate.LabelsError as exc:
+        print(f"frictionwatch: error: {exc}", file=sys.stderr)
+        return 2
+    settings = _settings(args)
+    stdin = sys.stdin.buffer.readlines() if args.file == "-" else None
+    reports = []
+    for name, engine in zip("AB", engines, strict=True):
+        with contextlib.ExitStack() as stack:
+            source = stdin if stdin is not None else stack.enter_context(open(args.file, "rb"))
+            reports.append(evaluate.replay_report(
+                source, engine, labels, err=sys.stderr, what=f"replay {name}",
+                max_record_bytes=settings.max_record_bytes))
+    if args.json:
+        evaluate.print_json({"a": reports[0], "b": reports[1]})
+    else:
+        print(f"A = {args.config_a}\nB = {args.config_b}\n")
+        print(evaluate.format_comparison(*reports))
     return 0
 
 
@@ -116,7 +179,17 @@ def parser() -> argparse.ArgumentParser:
     common(rp, web=False)
     rp.add_argument("file", help="JSONL file of events ('-' for stdin)")
     rp.add_argument("--out", help="write output lines here instead of stdout")
+    rp.add_argument("--labels", help="labels JSONL (from simulate): print a precision/recall report")
+    rp.add_argument("--json", action="store_true", help="with --labels: the report as one JSON object")
     rp.set_defaults(func=cmd_replay)
+
+    cp = sub.add_parser("compare", help="two detector/policy configs over one file, side by side")
+    cp.add_argument("file", help="JSONL file of events ('-' for stdin)")
+    cp.add_argument("config_a", metavar="A.toml", help="detector/policy TOML of config A")
+    cp.add_argument("config_b", metavar="B.toml", help="detector/policy TOML of config B")
+    cp.add_argument("--labels", required=True, help="labels JSONL (from simulate)")
+    cp.add_argument("--json", action="store_true", help='print {"a": report, "b": report}')
+    cp.set_defaults(func=cmd_compare)
 
     sm = sub.add_parser("simulate", help="labelled synthetic traffic (seeded, reproducible)")
     common(sm, web=False)

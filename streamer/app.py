@@ -10,6 +10,7 @@ from detectors.session import Engine
 from streamer import agents, views
 from streamer.metrics import Metrics
 from streamer.pipeline import Pipeline
+from streamer.reload import ConfigReloader
 from streamer.settings import Settings
 from streamer.topics import Topics, declare
 
@@ -49,4 +50,5 @@ def build(settings: Settings, metrics: Metrics | None = None) -> Service:
     )
     agents.register(app, topics, pipeline)
     views.register(app, topics, metrics, settings.max_record_bytes)
+    ConfigReloader(pipeline, settings.config_file, settings.detection).install(app)
     return Service(app, topics, pipeline, metrics, settings)

@@ -16,6 +16,7 @@ from typing import Any
 
 from detectors.errors import ConfigError
 from detectors.events import MAX_RECORD_BYTES
+from detectors.session import Engine
 
 EVENTS_TOPIC = "frictionwatch.events"
 INTERVENTIONS_TOPIC = "frictionwatch.interventions"
@@ -56,6 +57,8 @@ class Settings:
             )
         if self.config_file and not self.detection:
             object.__setattr__(self, "detection", load_detection_config(self.config_file))
+        # Fail at start, before any broker is touched, naming the bad key.
+        Engine.from_config(self.detection)
 
     @property
     def broker_urls(self) -> list[str]:

@@ -57,6 +57,21 @@ class WorkerProcess:
         with urllib.request.urlopen(f"{self.web}/metrics", timeout=5) as resp:
             return str(resp.read().decode())
 
+    def answers(self) -> bool:
+        try:
+            self.metrics_text()
+        except OSError:
+            return False
+        return True
+
+    def wait_consuming(self, broker: EmbeddedBroker) -> None:
+        """Until the web server answers and a probe record has been consumed."""
+        wait_for(self.answers, 60, f"worker web server (log {self.log})", self.process)
+        probe = b'{"session_id": "probe", "type": "page_view", "ts": 1, "page": "/"}'
+        asyncio.run(produce(broker.address, [(b"probe", probe)]))
+        wait_for(lambda: self.metric("frictionwatch_records_total") >= 1, 90,
+                 f"worker to consume (log {self.log})", self.process)
+
     def metric(self, name: str, **labels: str) -> float:
         """Sum of the samples of ``name`` whose labels include ``labels``."""
         from prometheus_client.parser import text_string_to_metric_families
@@ -69,7 +84,9 @@ class WorkerProcess:
         return total
 
 
-def start_worker(broker: EmbeddedBroker, tmp: Path, app_id: str) -> WorkerProcess:
+def start_worker(
+    broker: EmbeddedBroker, tmp: Path, app_id: str, *extra_args: str
+) -> WorkerProcess:
     port = free_port()
     settings = Settings.load(broker=broker.address, app_id=app_id, partitions=2, web_port=port)
     asyncio.run(create_topics(broker.address, Topics.names(settings), settings.partitions))
@@ -78,7 +95,7 @@ def start_worker(broker: EmbeddedBroker, tmp: Path, app_id: str) -> WorkerProces
         process = subprocess.Popen(
             [sys.executable, "-m", "streamer", "worker", "--broker", broker.address,
              "--app-id", app_id, "--partitions", "2", "--web-port", str(port),
-             "--loglevel", "info"],
+             "--loglevel", "info", *extra_args],
             stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=ROOT,
         )
     return WorkerProcess(process, f"http://127.0.0.1:{port}", settings, log)
@@ -98,23 +115,10 @@ def stop_process(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM) ->
 def worker(broker: EmbeddedBroker, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerProcess]:
     w = start_worker(broker, tmp_path_factory.mktemp("worker"), "fw-test")
     try:
-        wait_for(lambda: _answers(w), 60, f"worker web server (log {w.log})", w.process)
-        # Joined and consuming: a probe record comes out the other side.
-        probe = b'{"session_id": "probe", "type": "page_view", "ts": 1, "page": "/"}'
-        asyncio.run(produce(broker.address, [(b"probe", probe)]))
-        wait_for(lambda: w.metric("frictionwatch_records_total") >= 1, 90,
-                 f"worker to consume (log {w.log})", w.process)
+        w.wait_consuming(broker)
         yield w
     finally:
         stop_process(w.process)
-
-
-def _answers(w: WorkerProcess) -> bool:
-    try:
-        w.metrics_text()
-    except OSError:
-        return False
-    return True
 
 
 def wait_for(

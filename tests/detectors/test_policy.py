@@ -42,12 +42,10 @@ def test_a_nudge_carries_reasons_message_and_risk() -> None:
     weak, strong = Signal("dead_click", 0.35, ts=90), rage(100)
     decision = Policy().decide({}, "s1", 4, [weak, strong])
     assert decision is not None
-    assert (decision.kind, decision.ts, decision.risk, decision.delivered) == (
-        "nudge",
-        100,
-        0.7,
-        True,
-    )
+    # Both signals count, the earlier one decayed by 10 ms of its 120 s half-life.
+    assert decision.score == pytest.approx(0.35 * 0.5 ** (10 / 120_000) + 0.7, abs=1e-4)
+    assert (decision.kind, decision.ts, decision.delivered) == ("nudge", 100, True)
+    assert decision.risk == pytest.approx(decision.score / 1.5, abs=1e-4)
     assert decision.reasons == (strong, weak)  # strongest first
     assert decision.message == DEFAULT_MESSAGES["rage_click"]
 
@@ -111,10 +109,41 @@ def test_a_requested_handoff_does_not_need_the_threshold() -> None:
     assert kinds(Policy(nudge_threshold=0.9), [[weak_handoff]]) == ["handoff"]
 
 
-def test_a_refused_nudge_leaves_state_alone() -> None:
+def test_a_refused_nudge_only_remembers_the_score() -> None:
     state: dict[str, Any] = {}
     assert Policy().decide(state, "s1", 1, [rage(0, 0.1)]) is None
-    assert state == {}
+    assert state == {"score": 0.1, "score_ts": 0}
+
+
+def test_the_score_decays_with_event_time() -> None:
+    weak = [[Signal("dead_click", 0.3, ts=t)] for t in (0, 5_000)]
+    assert kinds(Policy(), weak) == [None, "nudge"]  # 0.3 + 0.3 close together
+    far = [[Signal("dead_click", 0.3, ts=t)] for t in (0, 600_000)]
+    assert kinds(Policy(), far) == [None, None]  # five half-lives apart: 0.3 + 0.009
+
+
+def test_a_nudge_that_did_not_help_escalates_to_a_handoff() -> None:
+    batches = [[rage(0)], [rage(10_000)], [rage(20_000)]]
+    assert kinds(Policy(), batches) == ["nudge", None, "handoff"]
+    # Without the earlier nudge the same score only nudges: escalation needs a try first.
+    assert kinds(Policy(nudge_threshold=2.5, handoff_threshold=2.6), [[rage(0, 3.0)]]) == [
+        "nudge"
+    ]
+
+
+def test_weights_scale_a_detector() -> None:
+    assert kinds(Policy(weights={"rage_click": 0.5}), [[rage(0)]]) == [None]
+    assert kinds(Policy(weights={"rage_click": 2}), [[rage(0, 0.3)]]) == ["nudge"]
+
+
+def test_config_section_with_unknown_or_bad_keys() -> None:
+    with pytest.raises(ConfigError, match=r"unknown key policy\.cooldown \(known: "):
+        Policy.from_config({"cooldown": 5})
+    with pytest.raises(ConfigError, match=r"policy\.handoff_threshold = 0\.2 must be >="):
+        Policy.from_config({"handoff_threshold": 0.2})
+    with pytest.raises(ConfigError, match=r"policy\.weights\.rage_click"):
+        Policy.from_config({"weights": {"rage_click": -1}})
+    assert Policy.from_config({"cooldown_ms": 5}).cooldown_ms == 5
 
 
 def test_custom_messages_fall_back_to_defaults() -> None:
@@ -214,7 +243,7 @@ def test_intervention_ids_differ_by_session_position_and_kind() -> None:
     [
         ({"cooldown_ms": -1}, "policy.cooldown_ms"),
         ({"max_interventions": 0}, "policy.max_interventions"),
-        ({"nudge_threshold": 1.1}, "policy.nudge_threshold"),
+        ({"nudge_threshold": -0.1}, "policy.nudge_threshold"),
         ({"holdout_share": -0.1}, "policy.holdout_share"),
         ({"holdout_share": "0.3"}, "policy.holdout_share"),
         ({"messages": {"rage_click": "  "}}, "policy.messages.rage_click"),

@@ -1,0 +1,416 @@
+"""How well a configuration finds labelled friction: the ``replay --labels`` report.
+
+Inputs are the replay output records (signal lines and intervention records), the
+labels (``{"session_id", "type", "onset_ts"}``, one per friction episode, as written
+by ``frictionwatch simulate --labels-out``) and, per session seen in the events file,
+the ``ts`` of its events. :func:`evaluate` is pure; :func:`replay_report` runs a
+replay and gathers those inputs.
+
+Definitions (per detector *D*; ``tolerance_ms`` defaults to :data:`TOLERANCE_MS`):
+
+- ``episodes``: labels of type *D*.
+- A label (session *S*, type *D*, onset *t0*) is **detected** when *D* signals in *S*
+  at ``ts >= t0 - tolerance_ms``; the first such signal is the detection. A label
+  whose session only got *D* signals before that is counted as ``early`` (and missed).
+  Several labels of one type in one session are each matched on their own onset.
+- ``recall`` = detected / episodes (null when there are no episodes).
+- ``fired`` = sessions in which *D* signalled at least once. The session's **first**
+  *D* signal is a true positive when a label of type *D* in that session has
+  ``onset - tolerance_ms <= first ts``, else a false positive (fired in a session
+  without that friction, or before it began).
+- ``precision`` = true positives / fired: null when *D* never fired (undefined, so a
+  disabled detector never looks perfect).
+- ``detect_ms`` = detection ts - onset (may be down to ``-tolerance_ms``);
+  ``detect_events`` = events of that session after the onset up to and including the
+  detecting one (``onset < ts <= detection``): 0 means it fired on the onset event.
+  Both are reported as median and 90th percentile over detected labels (null if none).
+- ``clean_sessions`` = sessions in the events file with no label;
+  ``clean_nudged_share`` = share of them that got any intervention (nudge or handoff,
+  delivered or held out); ``clean_signalled_share`` likewise for any signal.
+- ``interventions_per_session`` = interventions / all sessions, also per kind;
+  ``holdout_interventions`` / ``holdout_sessions`` count decisions with
+  ``delivered: false``.
+
+Every number is finite: undefined ratios are null, never NaN.
+
+>>> labels = [{"session_id": "a", "type": "rage_click", "onset_ts": 100}]
+>>> records = [{"kind": "signal", "session_id": "a", "ts": 120, "detector": "rage_click"},
+...            {"kind": "nudge", "session_id": "b", "ts": 50, "delivered": True}]
+>>> r = evaluate(records, labels, {"a": [90, 100, 110, 120], "b": [50]})
+>>> d = r["detectors"]["rage_click"]
+>>> d["precision"], d["recall"], d["median_detect_ms"], d["median_detect_events"]
+(1.0, 1.0, 20.0, 2.0)
+>>> r["clean_sessions"], r["clean_nudged_share"], r["detectors"]["dead_click"]["precision"]
+(1, 1.0, None)
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from bisect import bisect_right
+from collections import defaultdict
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import IO, Any, Final
+
+import orjson
+
+from detectors.events import Event
+from detectors.registry import REGISTRY
+from detectors.session import Engine, Outcome, SessionState
+
+Label = dict[str, Any]
+Report = dict[str, Any]
+
+#: A signal this much (ms of event time) before the labelled onset still detects it.
+TOLERANCE_MS: Final = 500
+#: Progress on stderr every this many input lines.
+PROGRESS_EVERY: Final = 100_000
+INTERVENTION_KINDS: Final = ("nudge", "handoff")
+
+
+class LabelsError(ValueError):
+    """A labels file that cannot be read; the message names the file and the line."""
+
+
+# -- inputs ----------------------------------------------------------------------------
+def parse_labels(lines: Iterable[bytes], source: str = "labels") -> list[Label]:
+    """Decode and check label lines; blank lines are skipped, anything else must fit.
+
+    >>> parse_labels([b'{"session_id": "s", "type": "dead_click", "onset_ts": 5}'])
+    [{'session_id': 's', 'type': 'dead_click', 'onset_ts': 5}]
+    >>> parse_labels([b"", b'{"session_id": "s", "type": "dead_click"}'], "l.jsonl")
+    Traceback (most recent call last):
+    ...
+    streamer.evaluate.LabelsError: l.jsonl line 2: missing 'onset_ts' (needs session_id, type, onset_ts)
+    """
+    labels = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        where = f"{source} line {number}"
+        try:
+            label = orjson.loads(line)
+        except orjson.JSONDecodeError as exc:
+            raise LabelsError(f"{where}: not JSON ({exc})") from None
+        if not isinstance(label, dict):
+            raise LabelsError(f"{where}: a label must be a JSON object, got {type(label).__name__}")
+        for key, kind in (("session_id", str), ("type", str), ("onset_ts", int)):
+            if key not in label:
+                raise LabelsError(
+                    f"{where}: missing {key!r} (needs session_id, type, onset_ts)"
+                )
+            value = label[key]
+            if not isinstance(value, kind) or isinstance(value, bool):
+                raise LabelsError(
+                    f"{where}: {key!r} must be {'a string' if kind is str else 'an integer (ms)'}, "
+                    f"got {value!r}"
+                )
+        labels.append(label)
+    return labels
+
+
+def read_labels(path: str | Path) -> list[Label]:
+    """The labels in a JSONL file; :class:`LabelsError` names the line that is wrong."""
+    try:
+        with open(path, "rb") as fh:
+            return parse_labels(fh, str(path))
+    except OSError as exc:
+        raise LabelsError(f"labels file {str(path)!r}: {exc.strerror or exc}") from None
+
+
+# -- the metrics ---------------------------------------------------------------------
+def _ratio(part: int, whole: int) -> float | None:
+    return part / whole if whole else None
+
+
+def _quantile(values: Sequence[float], q: float) -> float | None:
+    """Linear-interpolated quantile of ``values``; None when empty."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    pos = (len(ordered) - 1) * q
+    low, high = math.floor(pos), math.ceil(pos)
+    return float(ordered[low] + (ordered[high] - ordered[low]) * (pos - low))
+
+
+def evaluate(
+    records: Iterable[Mapping[str, Any]],
+    labels: Iterable[Mapping[str, Any]],
+    sessions: Mapping[str, Sequence[int]],
+    *,
+    detectors: Iterable[str] = REGISTRY,
+    tolerance_ms: int = TOLERANCE_MS,
+) -> Report:
+    """The report for one replay (see the module docstring for every definition).
+
+    ``sessions`` maps every session id in the events file to its events' ``ts`` (only
+    labelled sessions need them, for ``detect_events``). ``detectors`` are reported
+    even when they have no episodes and never fire; label types and signalling
+    detectors not among them are reported too.
+    """
+    signals: dict[tuple[str, str], list[int]] = defaultdict(list)
+    signal_count: dict[str, int] = defaultdict(int)
+    signalled: set[str] = set()
+    intervened: set[str] = set()
+    kinds: dict[str, int] = dict.fromkeys(INTERVENTION_KINDS, 0)
+    holdout_interventions = 0
+    holdout_sessions: set[str] = set()
+    for record in records:
+        kind, sid = record["kind"], record["session_id"]
+        if kind == "signal":
+            signals[sid, record["detector"]].append(record["ts"])
+            signal_count[record["detector"]] += 1
+            signalled.add(sid)
+        else:
+            intervened.add(sid)
+            kinds[kind] = kinds.get(kind, 0) + 1
+            if record.get("delivered") is False:
+                holdout_interventions += 1
+                holdout_sessions.add(sid)
+    for times in signals.values():
+        times.sort()
+
+    by_key: dict[tuple[str, str], list[int]] = defaultdict(list)
+    for label in labels:
+        by_key[label["session_id"], label["type"]].append(label["onset_ts"])
+
+    names = list(dict.fromkeys([*detectors, *sorted({t for _, t in by_key}),
+                                *sorted(signal_count)]))
+    stats: dict[str, dict[str, Any]] = {
+        name: {"episodes": 0, "detected": 0, "early": 0, "ms": [], "events": []} for name in names
+    }
+    sorted_ts: dict[str, list[int]] = {}
+    for (sid, name), onsets in by_key.items():
+        fired = signals.get((sid, name), [])
+        s = stats[name]
+        for onset in onsets:
+            s["episodes"] += 1
+            hit = next((ts for ts in fired if ts >= onset - tolerance_ms), None)
+            if hit is None:
+                s["early"] += bool(fired)
+                continue
+            s["detected"] += 1
+            s["ms"].append(hit - onset)
+            if sid not in sorted_ts:
+                sorted_ts[sid] = sorted(sessions.get(sid, ()))
+            times = sorted_ts[sid]
+            s["events"].append(max(0, bisect_right(times, hit) - bisect_right(times, onset)))
+
+    fired_in: dict[str, int] = defaultdict(int)
+    true_pos: dict[str, int] = defaultdict(int)
+    for (sid, name), times in signals.items():
+        fired_in[name] += 1
+        onsets = by_key.get((sid, name), [])
+        true_pos[name] += any(onset - tolerance_ms <= times[0] for onset in onsets)
+
+    per_detector: dict[str, dict[str, Any]] = {}
+    for name in names:
+        s = stats[name]
+        per_detector[name] = {
+            "episodes": s["episodes"],
+            "detected": s["detected"],
+            "missed": s["episodes"] - s["detected"],
+            "early": s["early"],
+            "fired": fired_in[name],
+            "false_positives": fired_in[name] - true_pos[name],
+            "signals": signal_count[name],
+            "precision": _ratio(true_pos[name], fired_in[name]),
+            "recall": _ratio(s["detected"], s["episodes"]),
+            "median_detect_ms": _quantile(s["ms"], 0.5),
+            "p90_detect_ms": _quantile(s["ms"], 0.9),
+            "median_detect_events": _quantile(s["events"], 0.5),
+            "p90_detect_events": _quantile(s["events"], 0.9),
+        }
+
+    labelled = {sid for sid, _ in by_key}
+    all_sessions = set(sessions) | labelled | signalled | intervened
+    clean = all_sessions - labelled
+    n = len(all_sessions)
+    total = sum(kinds.values())
+    return {
+        "detectors": per_detector,
+        "sessions": n,
+        "labelled_sessions": len(labelled),
+        "labels": sum(len(v) for v in by_key.values()),
+        "clean_sessions": len(clean),
+        "clean_nudged_share": _ratio(len(clean & intervened), len(clean)),
+        "clean_signalled_share": _ratio(len(clean & signalled), len(clean)),
+        "interventions": {"total": total, **kinds},
+        "interventions_per_session": _ratio(total, n),
+        "interventions_per_session_by_kind": {k: _ratio(v, n) for k, v in kinds.items()},
+        "holdout_interventions": holdout_interventions,
+        "holdout_sessions": len(holdout_sessions),
+        "tolerance_ms": tolerance_ms,
+    }
+
+
+# -- running a replay for it ---------------------------------------------------------
+class _Observed(Engine):
+    """The same engine, also noting each session and (if labelled) its events' ts.
+
+    Only events the engine accepted count: invalid ones never reach it, and
+    duplicates (retried beacons) are skipped as the engine skips them.
+    """
+
+    def __init__(self, engine: Engine, keep_ts: set[str]) -> None:
+        super().__init__(engine.detectors, engine.policy)
+        self.keep_ts = keep_ts
+        self.sessions: dict[str, list[int]] = {}
+
+    def step(self, state: SessionState, event: Event) -> Outcome:
+        outcome = super().step(state, event)
+        if not outcome.duplicate:
+            times = self.sessions.setdefault(state.session_id, [])
+            if state.session_id in self.keep_ts:
+                times.append(event["ts"])
+        return outcome
+
+
+def _progress(lines: Iterable[bytes], err: IO[str] | None, what: str) -> Iterator[bytes]:
+    start = time.monotonic()
+    number = 0
+    for number, line in enumerate(lines, 1):
+        if err is not None and number % PROGRESS_EVERY == 0:
+            err.write(f"{what}: {number} lines, {time.monotonic() - start:.1f} s\n")
+            err.flush()
+        yield line
+
+
+def replay_report(
+    lines: Iterable[bytes],
+    engine: Engine,
+    labels: Sequence[Mapping[str, Any]],
+    *,
+    max_record_bytes: int,
+    out: IO[bytes] | None = None,
+    err: IO[str] | None = None,
+    what: str = "replay",
+    tolerance_ms: int = TOLERANCE_MS,
+) -> Report:
+    """Replay ``lines`` through ``engine`` and evaluate against ``labels``.
+
+    ``out`` (if given) still receives every output record as a JSON line, as plain
+    ``replay`` writes them; ``err`` gets bad-line reports and progress.
+    """
+    from streamer.replay import replay_lines
+
+    observed = _Observed(engine, {label["session_id"] for label in labels})
+    records: list[dict[str, Any]] = []
+    for record in replay_lines(
+        _progress(lines, err, what), observed, max_record_bytes=max_record_bytes, errors=err
+    ):
+        if out is not None:
+            out.write(orjson.dumps(record) + b"\n")
+        # Keep only what the metrics read: contexts and evidence can be large.
+        slim = {"kind": record["kind"], "session_id": record["session_id"], "ts": record["ts"]}
+        if record["kind"] == "signal":
+            slim["detector"] = record["detector"]
+        else:
+            slim["delivered"] = record.get("delivered", True)
+        records.append(slim)
+    return evaluate(
+        records, labels, observed.sessions,
+        detectors=[*REGISTRY, *(d.name for d in engine.detectors)], tolerance_ms=tolerance_ms,
+    )
+
+
+# -- rendering -------------------------------------------------------------------------
+def _fmt(value: Any, digits: int = 3) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def _fmt_delta(a: Any, b: Any, digits: int = 3) -> str:
+    if a is None or b is None:
+        return "-"
+    return f"{b - a:+.{digits}f}"
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    widths = [max(len(str(c)) for c in col) for col in zip(header, *rows, strict=True)]
+    out = []
+    for row in (header, *rows):
+        cells = [str(row[0]).ljust(widths[0])]
+        cells += [str(c).rjust(w) for c, w in zip(row[1:], widths[1:], strict=True)]
+        out.append("  ".join(cells).rstrip())
+    return out
+
+
+def _summary(report: Report) -> list[tuple[str, Any, int]]:
+    """(label, value, digits) of the summary lines."""
+    by_kind = report["interventions_per_session_by_kind"]
+    return [
+        ("sessions", report["sessions"], 0),
+        ("labelled sessions", report["labelled_sessions"], 0),
+        ("clean sessions", report["clean_sessions"], 0),
+        ("clean sessions nudged (share)", report["clean_nudged_share"], 4),
+        ("clean sessions signalled (share)", report["clean_signalled_share"], 4),
+        ("interventions per session", report["interventions_per_session"], 4),
+        ("  nudges per session", by_kind.get("nudge"), 4),
+        ("  handoffs per session", by_kind.get("handoff"), 4),
+        ("holdout interventions", report["holdout_interventions"], 0),
+        ("holdout sessions", report["holdout_sessions"], 0),
+    ]
+
+
+def format_report(report: Report) -> str:
+    """An aligned table per detector, then the summary lines.
+
+    >>> print(format_report(evaluate([], [], {"s": [1]}, detectors=["rage_click"])))
+    ... # doctest: +NORMALIZE_WHITESPACE
+    detector    episodes  detected  fired  false+  precision  recall  median ms  median events
+    rage_click         0         0      0       0          -       -          -              -
+    <BLANKLINE>
+    sessions                          1
+    ...
+    """
+    header = ["detector", "episodes", "detected", "fired", "false+", "precision", "recall",
+              "median ms", "median events"]
+    rows = [
+        [name, d["episodes"], d["detected"], d["fired"], d["false_positives"],
+         _fmt(d["precision"]), _fmt(d["recall"]), _fmt(d["median_detect_ms"], 0),
+         _fmt(d["median_detect_events"], 1)]
+        for name, d in report["detectors"].items()
+    ]
+    lines = _table(header, rows)
+    lines.append("")
+    width = max(len(label) for label, _, _ in _summary(report))
+    lines += [f"{label.ljust(width)}  {_fmt(value, digits)}" for label, value, digits in _summary(report)]
+    return "\n".join(lines)
+
+
+def format_comparison(a: Report, b: Report, names: Sequence[str] = ("A", "B")) -> str:
+    """Two reports side by side: per detector precision, recall, median ms; B - A."""
+    x, y = names
+    header = ["detector", "episodes",
+              f"precision {x}", f"precision {y}", "delta",
+              f"recall {x}", f"recall {y}", "delta",
+              f"median ms {x}", f"median ms {y}", "delta"]
+    rows = []
+    for name in dict.fromkeys([*a["detectors"], *b["detectors"]]):
+        da, db = a["detectors"].get(name, {}), b["detectors"].get(name, {})
+        row = [name, da.get("episodes", db.get("episodes", 0))]
+        for key, digits in (("precision", 3), ("recall", 3), ("median_detect_ms", 0)):
+            va, vb = da.get(key), db.get(key)
+            row += [_fmt(va, digits), _fmt(vb, digits), _fmt_delta(va, vb, digits)]
+        rows.append(row)
+    lines = _table(header, rows)
+    lines.append("")
+    summary_rows = []
+    for (label, va, digits), (_, vb, _) in zip(_summary(a), _summary(b), strict=True):
+        summary_rows.append([label.strip(), _fmt(va, digits), _fmt(vb, digits),
+                             _fmt_delta(va, vb, digits)])
+    lines += _table(["summary", x, y, "delta"], summary_rows)
+    return "\n".join(lines)
+
+
+def print_json(report: Any, out: IO[str] | None = None) -> None:
+    """One JSON object on one line (``null`` for undefined ratios, never NaN)."""
+    stream = sys.stdout if out is None else out
+    stream.write(orjson.dumps(report).decode() + "\n")
