@@ -150,12 +150,13 @@ def parser() -> argparse.ArgumentParser:
     )
     sub = p.add_subparsers(dest="command", required=True)
 
-    def common(sp: argparse.ArgumentParser, *, web: bool = True) -> None:
+    def common(sp: argparse.ArgumentParser, *, kafka: bool = True, web: bool = True) -> None:
         sp.add_argument("--config", help="detector/policy TOML file (FW_CONFIG_FILE)")
-        sp.add_argument("--partitions", type=int, help="partitions of new topics (default 4)")
-        sp.add_argument("--app-id", help="Faust app id = consumer group (default frictionwatch)")
-        sp.add_argument("--loglevel", help="worker log level (default warning)")
+        if kafka:
+            sp.add_argument("--partitions", type=int, help="partitions of new topics (default 4)")
         if web:
+            sp.add_argument("--app-id", help="Faust app id = consumer group (default frictionwatch)")
+            sp.add_argument("--loglevel", help="worker log level (default warning)")
             sp.add_argument("--web-port", type=int, help="HTTP port (default 6066)")
             sp.add_argument("--web-host", help="HTTP bind address (default 127.0.0.1)")
 
@@ -176,7 +177,7 @@ def parser() -> argparse.ArgumentParser:
     wk.set_defaults(func=cmd_worker)
 
     rp = sub.add_parser("replay", help="run detectors and policy offline over a JSONL file")
-    common(rp, web=False)
+    common(rp, kafka=False, web=False)
     rp.add_argument("file", help="JSONL file of events ('-' for stdin)")
     rp.add_argument("--out", help="write output lines here instead of stdout")
     rp.add_argument("--labels", help="labels JSONL (from simulate): print a precision/recall report")

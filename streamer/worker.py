@@ -47,6 +47,10 @@ def _run(service: app_module.Service) -> int:
     worker = faust.Worker(
         service.app, loglevel=service.settings.loglevel, quiet=True, redirect_stdouts=False
     )
+    # Faust's terminal spinner sets the root logger to DEBUG so it can spin on every
+    # record: every debug call in aiokafka and Faust then builds a log record (~7% of
+    # CPU in a profile). Our status line replaces it.
+    worker.spinner = None
     try:
         worker.execute_from_commandline()
     except SystemExit as exc:
