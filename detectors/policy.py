@@ -73,6 +73,9 @@ class Decision:
     risk: float
     delivered: bool
     score: float
+    #: The message's key in ``Policy.messages`` and which of its variants was chosen.
+    message_key: str = "default"
+    variant: int = 0
 
 
 def in_holdout(session_id: str, share: float) -> bool:
@@ -99,8 +102,13 @@ class Policy:
     handoff_threshold: float = 1.5
     half_life_ms: int = 120_000
     holdout_share: float = 0.0
-    messages: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_MESSAGES))
+    #: detector (or "handoff"/"default") -> message, or a list of variants to choose from.
+    messages: Mapping[str, str | Sequence[str]] = field(
+        default_factory=lambda: dict(DEFAULT_MESSAGES)
+    )
     weights: Mapping[str, float] = field(default_factory=dict)
+    #: With a risk model, a session at or above this risk gets lower thresholds.
+    high_risk: float = 0.7
 
     def __post_init__(self) -> None:
         require("policy.cooldown_ms", self.cooldown_ms, 0, 86_400_000)
@@ -116,14 +124,25 @@ class Policy:
             )
         if not isinstance(self.messages, Mapping):
             raise ConfigError("policy.messages must be a table of detector = message")
+        require("policy.high_risk", self.high_risk, 0, 1)
         for key, text in self.messages.items():
-            if not isinstance(text, str) or not text.strip():
-                raise ConfigError(f"policy.messages.{key} must be a non-empty string")
+            texts = [text] if isinstance(text, str) else text
+            if (
+                not isinstance(texts, Sequence)
+                or not texts
+                or not all(isinstance(t, str) and t.strip() for t in texts)
+            ):
+                raise ConfigError(
+                    f"policy.messages.{key} must be a non-empty string or list of them"
+                )
         if not isinstance(self.weights, Mapping):
             raise ConfigError("policy.weights must be a table of detector = weight")
         for key, weight in self.weights.items():
             require(f"policy.weights.{key}", weight, 0, 10)
-        object.__setattr__(self, "messages", {**DEFAULT_MESSAGES, **self.messages})
+        merged = {**DEFAULT_MESSAGES, **self.messages}
+        object.__setattr__(
+            self, "messages", {k: [v] if isinstance(v, str) else list(v) for k, v in merged.items()}
+        )
         object.__setattr__(self, "weights", dict(self.weights))
 
     @classmethod
@@ -143,12 +162,28 @@ class Policy:
             at = s.ts if at is None else max(at, s.ts)
             score += self.weights.get(s.detector, 1.0) * s.strength
         state.update(score=round(score, 6), score_ts=at)
-        return score
+        return float(score)
+
+    def is_open(self, state: dict[str, Any]) -> bool:
+        """Could anything but a help request still reach this session?"""
+        return not state.get("handed_off") and state.get("interventions", 0) < self.max_interventions
+
+    def variants(self, key: str) -> list[str]:
+        return list(self.messages.get(key) or self.messages["default"])
 
     def decide(
-        self, state: dict[str, Any], session_id: str, seq: int, signals: Sequence[Signal]
+        self,
+        state: dict[str, Any],
+        session_id: str,
+        seq: int,
+        signals: Sequence[Signal],
+        risk: float | None = None,
     ) -> Decision | None:
-        """Decide for the event at position ``seq``; ``state`` is the policy's own slice."""
+        """Decide for the event at position ``seq``; ``state`` is the policy's own slice.
+
+        ``risk`` (P(abandon) from a model, if one runs) lowers the thresholds for a
+        session at or above ``high_risk``: the same friction escalates sooner there.
+        """
         if not signals:
             return None
         ts = max(s.ts for s in signals)
@@ -159,13 +194,16 @@ class Policy:
         given = state.get("interventions", 0)
         if given >= self.max_interventions and not asked:
             return None
+        urgent = risk is not None and risk >= self.high_risk
+        nudge_at = self.nudge_threshold * (0.5 if urgent else 1.0)
+        handoff_at = self.handoff_threshold * (0.75 if urgent else 1.0)
         if (
             asked
             or any(s.action == "handoff" for s in signals)
-            or (state.get("nudged") and score >= self.handoff_threshold)
+            or (state.get("nudged") and score >= handoff_at)
         ):
             kind: Action = "handoff"
-        elif score < self.nudge_threshold:
+        elif score < nudge_at:
             return None
         elif ts - state.get("last_ts", -self.cooldown_ms - 1) < self.cooldown_ms:
             return None
@@ -180,8 +218,9 @@ class Policy:
             intervention_id=intervention_id(session_id, seq, kind),
             ts=ts,
             reasons=tuple(sorted(signals, key=lambda s: -s.strength)),
-            message=self.messages.get(message_key, self.messages["default"]),
-            risk=round(min(1.0, score / self.handoff_threshold), 4),
+            message=self.variants(message_key)[0],
+            risk=round(min(1.0, score / self.handoff_threshold) if risk is None else risk, 4),
             delivered=not in_holdout(session_id, self.holdout_share),
             score=round(score, 4),
+            message_key=message_key if message_key in self.messages else "default",
         )

@@ -3,9 +3,19 @@
 Same rule as PostHog's autocapture: a click extends the run when it is within
 ``max_distance_px`` (Manhattan) of the previous click and within ``max_interval_ms``
 after it; the detector fires once, when the run reaches ``min_clicks``, and stays
-quiet until the run breaks. A double-click never fires; a triple-click does only
-when ``min_clicks`` is 3, which is why text inputs are ignored (triple-click selects
-a line there).
+quiet until the run breaks. A double-click never fires.
+
+Suppressed, as PostHog and Datadog do, because users complain about them: a click
+on one of these is ignored and ends any run (it neither counts nor bridges a gap):
+
+- number steppers and pagination/carousel controls: the click ``text``, trimmed and
+  case-insensitive, is one of ``ignore_texts`` (default ``+ - − – < > ‹ › next prev
+  previous``, PostHog's list);
+- triple-click text selection: the target is a text-like input, a textarea or
+  contenteditable (see :func:`detectors.clicks.is_text_entry`);
+- any target matching one of ``ignore_selectors``: a case-insensitive substring of
+  the selector, so an exact selector, its prefix or a class such as ``.carousel``
+  (which also covers ``div.carousel > button``) all work.
 
 >>> detector = RageClick()
 >>> state = {}
@@ -15,24 +25,40 @@ a line there).
 [False, False, True, False]
 >>> detector.step({}, clicks[0]) is None  # a fresh session starts a new run
 True
+>>> stepper = [dict(c, target="button.qty", text=" + ") for c in clicks]
+>>> [detector.step({}, c) for c in stepper]  # a quantity stepper is not rage
+[None, None, None, None]
+>>> RageClick(ignore_selectors=".qty")
+Traceback (most recent call last):
+...
+detectors.errors.ConfigError: rage_click.ignore_selectors = '.qty' must be a list of strings
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from detectors.base import Signal, require
+from detectors.clicks import is_text_entry, matches_any, require_strings
 from detectors.events import Event
 
-#: Targets that select text on repeated clicks; a triple click there is not rage.
-TEXT_INPUT_PREFIXES = ("input", "textarea", "[contenteditable")
+#: Click texts of steppers, pagination and carousels (PostHog's rage-click ignore list).
+DEFAULT_IGNORE_TEXTS: tuple[str, ...] = (
+    "+", "-", "−", "–", "<", ">", "‹", "›", "next", "prev", "previous",
+)
 
 
 class RageClick:
     name: ClassVar[str] = "rage_click"
 
     def __init__(
-        self, min_clicks: int = 3, max_interval_ms: int = 1000, max_distance_px: float = 30
+        self,
+        min_clicks: int = 3,
+        max_interval_ms: int = 1000,
+        max_distance_px: float = 30,
+        ignore_texts: Sequence[str] = DEFAULT_IGNORE_TEXTS,
+        ignore_selectors: Sequence[str] = (),
     ) -> None:
         require("rage_click.min_clicks", min_clicks, 2, 100)
         require("rage_click.max_interval_ms", max_interval_ms, 1, 60_000)
@@ -40,9 +66,24 @@ class RageClick:
         self.min_clicks = min_clicks
         self.max_interval_ms = max_interval_ms
         self.max_distance_px = max_distance_px
+        self.ignore_texts = tuple(
+            t.strip().casefold() for t in require_strings("rage_click.ignore_texts", ignore_texts)
+        )
+        self.ignore_selectors = require_strings("rage_click.ignore_selectors", ignore_selectors)
+
+    def ignored(self, event: Event) -> bool:
+        """A click that looks like rage but is not: stepper, pager, text selection, config."""
+        text = event.get("text")
+        if isinstance(text, str) and text.strip().casefold() in self.ignore_texts:
+            return True
+        target = event["target"]
+        return is_text_entry(target) or matches_any(target, self.ignore_selectors)
 
     def step(self, state: dict[str, Any], event: Event) -> Signal | None:
         if event["type"] != "click":
+            return None
+        if self.ignored(event):
+            state.clear()
             return None
         ts, x, y = event["ts"], event["x"], event["y"]
         run = state.get("n", 0)
@@ -57,12 +98,9 @@ class RageClick:
         state.update(n=run, ts=ts, x=x, y=y)
         if run != self.min_clicks:
             return None
-        target = event["target"]
-        if target.lower().startswith(TEXT_INPUT_PREFIXES):
-            return None
         return Signal(
             self.name,
             strength=0.7,
             ts=ts,
-            evidence={"target": target, "clicks": run, "span_ms": ts - state["start"]},
+            evidence={"target": event["target"], "clicks": run, "span_ms": ts - state["start"]},
         )

@@ -1,7 +1,10 @@
 """Every detector by name, and how a config section builds them.
 
->>> [d.name for d in build({"dead_click": {"enabled": False}})]
-['rage_click', 'checkout_failure', 'help_request']
+>>> [d.name for d in build({"dead_click": {"enabled": False}})]  # doctest: +NORMALIZE_WHITESPACE
+['rage_click', 'error_click', 'form_struggle', 'navigation_loop', 'search_struggle',
+ 'http_error_burst', 'excessive_scroll', 'checkout_failure', 'help_request']
+>>> build({"rage_click": {"ignore_selectors": [".carousel"]}})[0].ignore_selectors
+('.carousel',)
 >>> build({"rage_click": {"min_clics": 4}})  # doctest: +ELLIPSIS
 Traceback (most recent call last):
 ...
@@ -17,12 +20,30 @@ from typing import Any
 from detectors.base import Detector
 from detectors.checkout_failure import CheckoutFailure
 from detectors.dead_click import DeadClick
+from detectors.error_click import ErrorClick
 from detectors.errors import ConfigError
+from detectors.excessive_scroll import ExcessiveScroll
+from detectors.form_struggle import FormStruggle
 from detectors.help_request import HelpRequest
+from detectors.http_error_burst import HttpErrorBurst
+from detectors.navigation_loop import NavigationLoop
 from detectors.rage_click import RageClick
+from detectors.search_struggle import SearchStruggle
 
 REGISTRY: dict[str, type[Any]] = {
-    cls.name: cls for cls in (RageClick, DeadClick, CheckoutFailure, HelpRequest)
+    cls.name: cls
+    for cls in (
+        RageClick,
+        DeadClick,
+        ErrorClick,
+        FormStruggle,
+        NavigationLoop,
+        SearchStruggle,
+        HttpErrorBurst,
+        ExcessiveScroll,
+        CheckoutFailure,
+        HelpRequest,
+    )
 }
 
 

@@ -17,7 +17,7 @@ processor and ``frictionwatch replay`` both call it, so they cannot disagree.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import orjson
@@ -25,6 +25,7 @@ import orjson
 from detectors import registry
 from detectors.base import Detector, Signal
 from detectors.events import KNOWN_TYPES, Event
+from detectors.model import Features, Models, features, learn_outcome, snapshot
 from detectors.policy import Decision, Policy
 
 # Bounds on what a session remembers, so state size does not grow with its length.
@@ -64,6 +65,9 @@ class SessionState:
     seen_ids: list[str] = field(default_factory=list)
     detectors: dict[str, dict[str, Any]] = field(default_factory=dict)
     policy: dict[str, Any] = field(default_factory=dict)
+    signal_counts: dict[str, int] = field(default_factory=dict)
+    #: The models' slice: the last risk snapshot, the outcome, the nudge variant shown.
+    model: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> bytes:
         return orjson.dumps(self)
@@ -136,13 +140,22 @@ class SessionState:
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    """What one event produced; ``records()`` are the output lines, in order."""
+    """What one event produced; ``records()`` are the output lines, in order.
+
+    ``result`` is set when the session's fate became known on this event
+    ("converted" or "abandoned"), with ``group`` saying whether the session was
+    "treated" (shown an intervention), "holdout" (decided for, not shown) or "none".
+    """
 
     session_id: str
     signals: tuple[Signal, ...] = ()
     decision: Decision | None = None
     context: dict[str, Any] | None = None
     duplicate: bool = False
+    risk: float | None = None
+    anomaly: float | None = None
+    result: str | None = None
+    group: str | None = None
 
     def records(self) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = [
@@ -172,36 +185,135 @@ class Outcome:
         return record
 
 
-class Engine:
-    """Detectors and policy, applied to a session's events in order."""
+#: Events after which a session's shape may have changed enough to look anomalous.
+MILESTONES = frozenset(
+    {"page_view", "js_error", "http_error", "form_error", "search", "checkout_failed"}
+)
 
-    def __init__(self, detectors: Sequence[Detector], policy: Policy) -> None:
+
+class Engine:
+    """Detectors, models and policy, applied to a session's events in order.
+
+    The models are shared by all sessions of a worker and learn as it runs; they run
+    only where they can change a decision (see :meth:`step`).
+    """
+
+    def __init__(
+        self, detectors: Sequence[Detector], policy: Policy, models: Models | None = None
+    ) -> None:
         self.detectors = tuple(detectors)
         self.policy = policy
+        self.models = models
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any] | None = None) -> Engine:
-        """Build from a config mapping: detector sections plus an optional ``policy``."""
+        """Build from a config mapping: detector sections, ``policy`` and ``model``."""
         config = dict(config or {})
         policy = Policy.from_config(config.pop("policy", {}))
-        return cls(registry.build(config), policy)
+        models = Models.from_config(config.pop("model", {}))
+        return cls(registry.build(config), policy, models if models.enabled else None)
+
+    def features(self, state: SessionState) -> Features:
+        p = state.policy
+        friction = p.get("score", 0.0)
+        if state.last_ts is not None and p.get("score_ts") is not None:
+            friction *= 0.5 ** (max(0, state.last_ts - p["score_ts"]) / self.policy.half_life_ms)
+        return features(
+            state.counts, state.signal_counts, friction=friction,
+            duration_ms=(state.last_ts or 0) - (state.first_ts or 0), pages=len(state.pages),
+            interventions=p.get("interventions", 0),
+        )
 
     def step(self, state: SessionState, event: Event) -> Outcome:
+        """Remember the event, run the detectors, maybe the models, let the policy decide.
+
+        The risk model scores only when this event raised a signal and the session can
+        still get an intervention: elsewhere its score could not change a decision.
+        The anomaly model looks at milestone events of sessions that can still get
+        one. Both learn from outcomes (purchase, session_end, or :meth:`expire`).
+        """
         event_id = event.get("event_id")
         if event_id is not None:
             # Beacons are retried; the same event must not count twice.
             if event_id in state.seen_ids:
                 return Outcome(state.session_id, duplicate=True)
             _push(state.seen_ids, event_id, MAX_SEEN_IDS)
+        kind = event["type"]
+        result = group = None
+        if kind in ("purchase", "session_end"):
+            # Features from before the outcome: the event itself would give it away.
+            result, group = self._learn_outcome(state, abandoned=kind == "session_end")
+        elif kind in ("intervention_accepted", "intervention_dismissed"):
+            self._reward_variant(state, event["intervention_id"], kind == "intervention_accepted")
         state.remember(event)
         signals = []
         for detector in self.detectors:
             signal = detector.step(state.detectors.setdefault(detector.name, {}), event)
             if signal is not None:
                 signals.append(signal)
-                _push(state.signals, {"ts": signal.ts, **signal.as_dict()}, MAX_SIGNALS)
+        models, is_open = self.models, self.policy.is_open(state.policy)
+        anomaly = risk = None
+        if models is not None and is_open and kind in MILESTONES:
+            anomaly, flagged = models.anomaly.score_and_learn(self.features(state))
+            if flagged and not state.model.get("flagged"):
+                state.model["flagged"] = True
+                signals.append(Signal("anomalous_session", models.anomaly_strength, event["ts"],
+                                      evidence={"score": round(anomaly, 4)}))
+        for signal in signals:
+            state.signal_counts[signal.detector] = state.signal_counts.get(signal.detector, 0) + 1
+            _push(state.signals, {"ts": signal.ts, **signal.as_dict()}, MAX_SIGNALS)
         if not signals:
-            return Outcome(state.session_id)
-        decision = self.policy.decide(state.policy, state.session_id, state.seq, signals)
+            return Outcome(state.session_id, anomaly=anomaly, result=result, group=group)
+        if models is not None and is_open:
+            x = self.features(state)
+            risk = models.risk.score(x)
+            state.model["snap"] = snapshot(x, risk)
+        decision = self.policy.decide(state.policy, state.session_id, state.seq, signals, risk)
+        if decision is not None:
+            decision = self._choose_variant(state, decision)
+            if not decision.delivered:
+                state.model["holdout"] = True
         context = state.context() if decision and decision.kind == "handoff" else None
-        return Outcome(state.session_id, tuple(signals), decision, context)
+        return Outcome(state.session_id, tuple(signals), decision, context, risk=risk,
+                       anomaly=anomaly, result=result, group=group)
+
+    def expire(self, state: SessionState) -> Outcome:
+        """The session went quiet past the timeout: abandoned, unless it converted."""
+        result, group = self._learn_outcome(state, abandoned=True)
+        return Outcome(state.session_id, result=result, group=group)
+
+    def _learn_outcome(self, state: SessionState, *, abandoned: bool) -> tuple[str | None, str]:
+        m = state.model
+        group = "holdout" if m.get("holdout") else (
+            "treated" if state.policy.get("interventions") else "none")
+        if m.get("result"):
+            return None, group  # one outcome per session: the first one counts
+        m["result"] = "abandoned" if abandoned else "converted"
+        models = self.models
+        if models is not None:
+            snap = m.pop("snap", None)
+            if snap is None:  # never scored: score now, still before learning
+                x = self.features(state)
+                snap = snapshot(x, models.risk.score(x))
+            learn_outcome(models, snap, abandoned)
+            variant = m.get("variant")
+            if variant and not variant[3]:
+                models.chooser.reward(variant[0], variant[1], not abandoned)
+                variant[3] = True
+        return m["result"], group
+
+    def _choose_variant(self, state: SessionState, decision: Decision) -> Decision:
+        if self.models is None or decision.kind != "nudge":
+            return decision
+        texts = self.policy.variants(decision.message_key)
+        if len(texts) < 2:
+            return decision
+        arm = self.models.chooser.choose(decision.message_key, len(texts))
+        state.model["variant"] = [decision.message_key, arm, decision.intervention_id, False]
+        return replace(decision, message=texts[arm], variant=arm)
+
+    def _reward_variant(self, state: SessionState, intervention_id: str, accepted: bool) -> None:
+        variant = state.model.get("variant")
+        if self.models is not None and variant and variant[2] == intervention_id and not variant[3]:
+            self.models.chooser.reward(variant[0], variant[1], accepted)
+            variant[3] = True

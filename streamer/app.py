@@ -5,14 +5,26 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import faust
+from faust.tables import TableManager
 
+from detectors.model import Models
 from detectors.session import Engine
-from streamer import agents, views
+from streamer import agents, checkpoint, views
+from streamer.guard import Guard
 from streamer.metrics import Metrics
 from streamer.pipeline import Pipeline
 from streamer.reload import ConfigReloader
 from streamer.settings import Settings
 from streamer.topics import Topics, declare
+
+
+class PromptTableManager(TableManager):  # type: ignore[misc]
+    """Faust's TableManager without the fixed one-second sleep before recovery starts."""
+
+    async def on_start(self) -> None:
+        if not self.should_stop:
+            await self._update_channels()
+            await self.recovery.start()
 
 
 @dataclass(frozen=True)
@@ -24,9 +36,17 @@ class Service:
     settings: Settings
 
 
-def build(settings: Settings, metrics: Metrics | None = None) -> Service:
+def build(
+    settings: Settings, metrics: Metrics | None = None, *, models: Models | None = None
+) -> Service:
+    """The app with its topics, table, agent, timers and views.
+
+    ``models`` (restored from a checkpoint) replace the fresh ones the config builds.
+    """
     metrics = metrics or Metrics()
     engine = Engine.from_config(settings.detection)  # bad config fails here, before Kafka
+    if models is not None and engine.models is not None:
+        engine.models = models
     app = faust.App(
         settings.app_id,
         broker=settings.broker_urls,
@@ -38,6 +58,11 @@ def build(settings: Settings, metrics: Metrics | None = None) -> Service:
         consumer_auto_offset_reset="earliest",
         broker_session_timeout=settings.session_timeout_s,
         broker_heartbeat_interval=settings.heartbeat_interval_s,
+        broker_rebalance_timeout=settings.session_timeout_s,
+        # A few ms of linger batches the changelog and output sends: measured 25-40%
+        # less CPU per record on this machine, without hurting latency.
+        producer_linger=0.005,
+        TableManager=PromptTableManager,
         web_enabled=True,
         web_bind=settings.web_host,
         web_host=settings.web_host,
@@ -48,7 +73,10 @@ def build(settings: Settings, metrics: Metrics | None = None) -> Service:
     pipeline = Pipeline(
         engine, topics.session_to_state, metrics, max_record_bytes=settings.max_record_bytes
     )
-    agents.register(app, topics, pipeline)
-    views.register(app, topics, metrics, settings.max_record_bytes)
+    agents.register(app, topics, pipeline, settings)
+    checkpoint.install(app, topics, pipeline, settings, metrics)
+    guard = Guard.from_settings(settings)
+    views.register(app, topics, metrics, settings.max_record_bytes, guard=guard)
+    views.register_browser(app, settings, metrics, guard)
     ConfigReloader(pipeline, settings.config_file, settings.detection).install(app)
     return Service(app, topics, pipeline, metrics, settings)

@@ -65,7 +65,9 @@ class EmbeddedBroker:
             [binary, "broker", "--listener-url", url, "--advertised-listener-url", url,
              "--storage-engine", "memory://tansu/", "--silent"],
             stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
-            preexec_fn=_die_with_parent,
+            # Its own session: Ctrl-C reaches our process group only, so the broker
+            # outlives the worker's shutdown (which still needs it) and we stop it last.
+            start_new_session=True, preexec_fn=_die_with_parent,
         )
         try:
             asyncio.run(self._wait_ready(timeout))

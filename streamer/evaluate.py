@@ -256,7 +256,7 @@ class _Observed(Engine):
     """
 
     def __init__(self, engine: Engine, keep_ts: set[str]) -> None:
-        super().__init__(engine.detectors, engine.policy)
+        super().__init__(engine.detectors, engine.policy, engine.models)
         self.keep_ts = keep_ts
         self.sessions: dict[str, list[int]] = {}
 

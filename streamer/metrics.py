@@ -10,6 +10,16 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from detectors.events import KNOWN_TYPES, REASONS
 
+#: Bounded label values of the browser-side metrics (see streamer/guard.py, delivery.py).
+WEB_ENDPOINTS = ("collect", "sessions", "stream")
+WEB_REASONS = (
+    "origin_not_allowed", "missing_site_key", "bad_site_key", "rate_limited_client",
+    "rate_limited_session", "too_large", "not_json", "not_object", "missing_token",
+    "bad_token", "wrong_session", "expired_token", "too_many_streams",
+)
+FEED_OUTCOMES = ("fanned_out", "holdout", "duplicate", "invalid")
+DISCONNECT_REASONS = ("client_gone", "slow", "replaced", "shutdown")
+
 #: Event->decision latency buckets, in seconds (the goal is well under a second).
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
@@ -60,6 +70,80 @@ class Metrics:
         for kind in ("nudge", "handoff"):
             for delivered in ("true", "false"):
                 self.interventions.labels(kind, delivered)
+        # -- online models and outcomes ---------------------------------------------------
+        self.risk_auc = Gauge(
+            "frictionwatch_model_risk_auc",
+            "Rolling ROC AUC of the abandonment-risk model, each outcome scored before learned.",
+            registry=r,
+        )
+        self.model_learned = Gauge(
+            "frictionwatch_model_outcomes_learned",
+            "Outcomes the risk model has learned from (restored checkpoints included).",
+            registry=r,
+        )
+        self.anomaly_score = Histogram(
+            "frictionwatch_model_anomaly_score", "HalfSpaceTrees anomaly scores of sessions.",
+            buckets=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0), registry=r,
+        )
+        self.model_step = Histogram(
+            "frictionwatch_model_step_seconds",
+            "Time of an engine step on events where a model ran.",
+            buckets=(0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05),
+            registry=r,
+        )
+        self.outcomes = Counter(
+            "frictionwatch_outcomes",
+            "Session outcomes by result (converted/abandoned) and group "
+            "(treated: shown an intervention, holdout: decided for but not shown, none).",
+            ["result", "group"], registry=r,
+        )
+        self.checkpoints = Counter(
+            "frictionwatch_model_checkpoints", "Model checkpoints written.", registry=r
+        )
+        for result in ("converted", "abandoned"):
+            for group in ("treated", "holdout", "none"):
+                self.outcomes.labels(result, group)
+        # -- browser endpoints: tokens, refusals, live delivery over SSE -------------------
+        self.web_rejections = Counter(
+            "frictionwatch_web_rejections",
+            "Browser requests refused, by endpoint and reason (each answered with a JSON error).",
+            ["endpoint", "reason"], registry=r,
+        )
+        self.session_tokens = Counter(
+            "frictionwatch_session_tokens", "Session tokens issued, new or renewed.",
+            ["kind"], registry=r,
+        )
+        self.sse_clients = Gauge(
+            "frictionwatch_sse_clients", "Browsers connected to the intervention stream.",
+            registry=r,
+        )
+        self.sse_feed = Counter(
+            "frictionwatch_sse_feed_records",
+            "Intervention records read by this worker's web side, by what became of them.",
+            ["outcome"], registry=r,
+        )
+        self.sse_sent = Counter(
+            "frictionwatch_sse_sent", "Interventions written to connected browsers.", registry=r
+        )
+        self.sse_disconnects = Counter(
+            "frictionwatch_sse_disconnects",
+            "Intervention streams ended, by reason (slow: the client could not keep up).",
+            ["reason"], registry=r,
+        )
+        self.sse_delivery_latency = Histogram(
+            "frictionwatch_sse_delivery_latency_seconds",
+            "From the intervention record's Kafka timestamp to its write to a browser.",
+            buckets=LATENCY_BUCKETS, registry=r,
+        )
+        for endpoint in WEB_ENDPOINTS:
+            for reason in WEB_REASONS:
+                self.web_rejections.labels(endpoint, reason)
+        for outcome in FEED_OUTCOMES:
+            self.sse_feed.labels(outcome)
+        for reason in DISCONNECT_REASONS:
+            self.sse_disconnects.labels(reason)
+        for kind in ("new", "renewed"):
+            self.session_tokens.labels(kind)
 
     def count_event(self, kind: str) -> None:
         (self.events_by_type.get(kind) or self.events_by_type["other"]).inc()

@@ -8,13 +8,14 @@ letters here, never exceptions: the stream must not stop on bad input.
 from __future__ import annotations
 
 import time
-from collections.abc import MutableMapping
+from collections.abc import Callable, MutableMapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import orjson
 
 from detectors.errors import InvalidEvent
-from detectors.events import decode_record
+from detectors.events import Event, decode_record
 from detectors.session import Engine, Outcome, SessionState
 from streamer.metrics import Metrics
 
@@ -53,8 +54,25 @@ def dead_letter(
     return DeadLetter(key, value, headers)
 
 
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One Kafka record as the pipeline needs it."""
+
+    key: bytes | None
+    value: bytes | None
+    topic: str = ""
+    partition: int = -1
+    offset: int = -1
+    timestamp_s: float | None = None
+
+
 class Pipeline:
-    """Decode, step every event of the record through the engine, keep the state."""
+    """Decode, step every event through the engine, keep the state.
+
+    A batch of records is processed together: each session's state is read once and
+    written once per batch, however many of its records the batch holds. That is
+    what keeps a worker catching up on a backlog from writing the table per record.
+    """
 
     def __init__(
         self,
@@ -68,71 +86,109 @@ class Pipeline:
         self.states = states
         self.metrics = metrics
         self.max_record_bytes = max_record_bytes
+        #: The largest event ts seen: the event-time clock of idle-session expiry.
+        self.watermark = 0
 
-    def process(
-        self,
-        key: bytes | None,
-        value: bytes | None,
-        *,
-        topic: str = "",
-        partition: int = -1,
-        offset: int = -1,
-        timestamp_s: float | None = None,
-    ) -> Produced:
+    def process(self, key: bytes | None, value: bytes | None, **meta: Any) -> Produced:
+        """One record (see :meth:`process_batch`)."""
+        return self.process_batch([Record(key, value, **meta)])
+
+    def process_batch(self, records: Sequence[Record]) -> Produced:
         m = self.metrics
-        m.records.inc()
         out = Produced()
-        raw = value or b""
-        try:
-            events, errors = decode_record(raw, key, max_bytes=self.max_record_bytes)
-        except InvalidEvent as exc:
-            m.invalid_by_reason[exc.reason].inc()
-            out.dead_letters.append(dead_letter(exc, key, raw, topic, partition, offset))
-            return out
-        if errors:
-            items = orjson.loads(raw)
-            for exc in errors:
-                m.invalid_by_reason[exc.reason].inc()
-                element = orjson.dumps(items[exc.index])
-                out.dead_letters.append(dead_letter(exc, key, element, topic, partition, offset))
-        if not events:
-            return out
-
-        session_key = key if key is not None else events[0]["session_id"].encode()
-        stored = self.states.get(session_key)
-        state = (
-            SessionState.from_json(stored) if stored else SessionState(events[0]["session_id"])
-        )
-        ended = False
-        for event in events:
-            if event["session_id"] != state.session_id:
-                # A keyless record mixing sessions: each event to its own state.
-                self._save(session_key, state, ended)
-                session_key = event["session_id"].encode()
-                stored = self.states.get(session_key)
-                state = SessionState.from_json(stored) if stored else SessionState(event["session_id"])
-                ended = False
-            outcome = self.engine.step(state, event)
-            if outcome.duplicate:
-                m.duplicates.inc()
+        loaded: dict[bytes, SessionState] = {}
+        ended: set[bytes] = set()
+        for record in records:
+            m.records.inc()
+            raw = record.value or b""
+            try:
+                events, errors = decode_record(raw, record.key, max_bytes=self.max_record_bytes)
+            except InvalidEvent as exc:
+                self._refuse(out, exc, record, raw)
                 continue
-            m.count_event(event["type"])
-            ended = event["type"] == "session_end"
-            if outcome.signals:
-                for signal in outcome.signals:
-                    m.signals.labels(signal.detector).inc()
-                out.outcomes.append(outcome)
-                if outcome.decision is not None:
-                    d = outcome.decision
-                    m.interventions.labels(d.kind, "true" if d.delivered else "false").inc()
-        self._save(session_key, state, ended)
-        if timestamp_s is not None:
-            m.latency.observe(max(0.0, time.time() - timestamp_s))
+            if errors:
+                items = orjson.loads(raw)
+                for exc in errors:
+                    self._refuse(out, exc, record, orjson.dumps(items[exc.index]))
+            for event in events:
+                # A keyless record may mix sessions: each event goes to its own state.
+                session_key = event["session_id"].encode()
+                state = loaded.get(session_key)
+                if state is None:
+                    stored = self.states.get(session_key)
+                    state = loaded[session_key] = (
+                        SessionState.from_json(stored) if stored
+                        else SessionState(event["session_id"])
+                    )
+                self._step(out, state, event)
+                if event["type"] == "session_end":
+                    ended.add(session_key)
+                else:
+                    ended.discard(session_key)
+        for session_key, state in loaded.items():
+            # Assign, never mutate in place: only an assignment reaches the changelog.
+            if session_key in ended:
+                self.states.pop(session_key, None)
+            else:
+                self.states[session_key] = state.to_json()
+        now = time.time()
+        for record in records:
+            if record.timestamp_s is not None:
+                m.latency.observe(max(0.0, now - record.timestamp_s))
         return out
 
-    def _save(self, key: bytes, state: SessionState, ended: bool) -> None:
-        # Assign, never mutate in place: only an assignment reaches the changelog.
-        if ended:
-            self.states.pop(key, None)
-        else:
-            self.states[key] = state.to_json()
+    def _step(self, out: Produced, state: SessionState, event: Event) -> None:
+        m = self.metrics
+        started = time.perf_counter()
+        outcome = self.engine.step(state, event)
+        if outcome.duplicate:
+            m.duplicates.inc()
+            return
+        if event["ts"] > self.watermark:
+            self.watermark = event["ts"]
+        m.count_event(event["type"])
+        if outcome.risk is not None or outcome.anomaly is not None:
+            m.model_step.observe(time.perf_counter() - started)
+            if outcome.anomaly is not None:
+                m.anomaly_score.observe(outcome.anomaly)
+        self._count(outcome)
+        if outcome.signals:
+            out.outcomes.append(outcome)
+
+    def _count(self, outcome: Outcome) -> None:
+        m = self.metrics
+        for signal in outcome.signals:
+            m.signals.labels(signal.detector).inc()
+        if outcome.decision is not None:
+            d = outcome.decision
+            m.interventions.labels(d.kind, "true" if d.delivered else "false").inc()
+        if outcome.result is not None:
+            m.outcomes.labels(outcome.result, outcome.group or "none").inc()
+
+    def _refuse(self, out: Produced, exc: InvalidEvent, record: Record, value: bytes) -> None:
+        self.metrics.invalid_by_reason[exc.reason].inc()
+        out.dead_letters.append(
+            dead_letter(exc, record.key, value, record.topic, record.partition, record.offset)
+        )
+
+    def sweep(
+        self, idle_ms: int, owns: Callable[[bytes], bool] = lambda key: True
+    ) -> list[Outcome]:
+        """Expire sessions idle for ``idle_ms`` of event time before the watermark.
+
+        Each gets its outcome (abandoned, unless it converted) and its state is freed.
+        ``owns`` says whether this worker is the active owner of a key (a standby
+        copy must not be expired by a worker that does not own it).
+        """
+        cutoff = self.watermark - idle_ms
+        expired = []
+        for session_key, stored in list(self.states.items()):
+            if not owns(session_key):
+                continue
+            state = SessionState.from_json(stored)
+            if state.last_ts is not None and state.last_ts < cutoff:
+                outcome = self.engine.expire(state)
+                self._count(outcome)
+                expired.append(outcome)
+                self.states.pop(session_key, None)
+        return expired

@@ -8,6 +8,7 @@ over the defaults here.
 from __future__ import annotations
 
 import os
+import secrets
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -22,6 +23,7 @@ EVENTS_TOPIC = "frictionwatch.events"
 INTERVENTIONS_TOPIC = "frictionwatch.interventions"
 SIGNALS_TOPIC = "frictionwatch.signals"
 DEADLETTER_TOPIC = "frictionwatch.deadletter"
+MODELS_TOPIC = "frictionwatch.models"
 
 
 @dataclass(frozen=True)
@@ -42,8 +44,32 @@ class Settings:
     session_timeout_s: float = 10.0
     heartbeat_interval_s: float = 1.0
     loglevel: str = "warning"
+    #: A session silent for this long (event time, ms) is abandoned and its state freed.
+    idle_timeout_ms: int = 1_800_000
+    #: How often (seconds) the worker looks for idle sessions.
+    sweep_interval_s: float = 10.0
+    #: How often (seconds) the online models are checkpointed to frictionwatch.models.
+    model_checkpoint_s: float = 30.0
     #: Detector and policy configuration, read from config_file.
     detection: Mapping[str, Any] = field(default_factory=dict, compare=False)
+    # -- browser endpoints (SDK, SSE); see streamer/guard.py ----------------------------
+    #: HMAC-SHA256 key of session tokens. Empty: a random one per process, so tokens
+    #: open streams only on the worker that issued them; set FW_SECRET on every worker.
+    secret: str = field(default="", repr=False, compare=False)
+    #: Lifetime of a session token; the SDK renews it before it runs out.
+    token_ttl_s: float = 3600.0
+    #: Site keys /v1/collect and /v1/sessions accept, comma-separated; empty: none needed.
+    site_keys: str = ""
+    #: Origins allowed to call the browser endpoints cross-origin, comma-separated ("*":
+    #: any). The worker's own origin is always allowed; calls without Origin are not CORS.
+    cors_origins: str = ""
+    #: Proxy addresses whose X-Forwarded-For names the client (for per-client limits).
+    trusted_proxies: str = ""
+    #: Token buckets: requests per client address, events per session (429 beyond).
+    rate_client_per_s: float = 20.0
+    rate_client_burst: float = 100.0
+    rate_session_per_s: float = 20.0
+    rate_session_burst: float = 200.0
 
     def __post_init__(self) -> None:
         if not 1 <= self.partitions <= 1024:
@@ -59,6 +85,7 @@ class Settings:
             object.__setattr__(self, "detection", load_detection_config(self.config_file))
         # Fail at start, before any broker is touched, naming the bad key.
         Engine.from_config(self.detection)
+        _check_browser_settings(self)
 
     @property
     def broker_urls(self) -> list[str]:
@@ -99,3 +126,16 @@ def load_detection_config(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"config file {str(path)!r} does not exist") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {str(path)!r} is not valid TOML: {exc}") from None
+
+
+def _check_browser_settings(settings: Settings) -> None:
+    if not settings.secret:
+        object.__setattr__(settings, "secret", secrets.token_hex(32))
+    elif len(settings.secret) < 16:
+        raise ConfigError("secret is too short: use at least 16 characters (32 random bytes)")
+    for name in ("token_ttl_s", "rate_client_per_s", "rate_session_per_s"):
+        if not getattr(settings, name) > 0:
+            raise ConfigError(f"{name} = {getattr(settings, name)} must be > 0")
+    for name in ("rate_client_burst", "rate_session_burst"):
+        if not getattr(settings, name) >= 1:
+            raise ConfigError(f"{name} = {getattr(settings, name)} must be >= 1")

@@ -9,9 +9,20 @@ it (one episode can plant two labels: an unresponsive button clicked in a burst 
 both a rage click and a dead click).
 
 Clean shoppers browse, search, scroll, fill the cart and sometimes pay, and carry the
-confounders other tools misfire on (double clicks, slow but visible reactions, one
-declined card then success, spaced repeats on a stepper, triple-click selection in a
-text input, reading the help page without asking for help): none may fire.
+confounders other tools misfire on: double clicks, slow but visible reactions, one
+declined card then success, spaced repeats on a stepper, quick bursts on steppers,
+carousels and pagination (suppressed rage clicks), triple-click selection in a text
+input, no-reaction clicks on new-tab links, downloads, file pickers and form fields
+(suppressed dead clicks), a JS error no click caused, one typo fixed at once, a glance
+at the cart and straight back, one empty search then a good one, a single 5xx and a
+few 4xx, reading with a couple of scroll reversals, the help page read without asking
+for help: none may fire.
+
+The shoppers know the detectors' default thresholds the way the foundation's clean
+clicks keep over 1000 ms apart: clean navigation never returns to a page within
+3 s (except the one cart glance) nor completes an A -> B -> A -> B within 2 minutes,
+clean searches end by opening a result, and clean scrolling keeps to a few reversals
+per 30 s. Friction episodes cross those lines on purpose, and label where they do.
 
 Friction kinds are a table (:data:`EPISODES`); a new kind is one function that
 appends events with the builder and calls ``label()`` for each detector it expects.
@@ -53,6 +64,14 @@ FLUSH_MS: Final = 5000
 
 _ABSENT: Final = object()
 
+# The detectors' defaults the generator plans around (see the module docstring).
+QUICK_BACK_MS: Final = 3000  # navigation_loop.quick_back_ms
+NAV_WINDOW_MS: Final = 120_000  # navigation_loop.window_ms
+SCROLL_WINDOW_MS: Final = 30_000  # excessive_scroll.window_ms
+MIN_REVERSALS: Final = 6  # excessive_scroll.min_reversals
+MIN_TRAVEL_PX: Final = 100  # excessive_scroll.min_travel_px
+HTTP_WINDOW_MS: Final = 30_000  # http_error_burst.window_ms
+
 CATEGORIES: Final = ("shoes", "jackets", "bags", "watches", "outdoor", "kids", "sale")
 QUERIES: Final = (
     "running shoes",
@@ -72,6 +91,19 @@ LAYOUT: Final[dict[str, tuple[int, int, str | None]]] = {
     "a#cart-link": (1180, 40, "Cart"),
     "button#add-to-cart": (960, 520, "Add to cart"),
     "button.qty-plus": (900, 460, "+"),
+    "button.qty-minus": (820, 460, "−"),
+    "button.carousel-next": (1200, 300, "Next"),
+    "button.carousel-prev": (80, 300, "Prev"),
+    "a.page-next": (760, 740, "Next"),
+    "a.size-guide[target=_blank]": (960, 430, "Size guide"),
+    'a.partner-offer[target="_blank"]': (1100, 200, "Partner offer"),
+    "a.reviews-link": (960, 610, "Read all reviews"),
+    "a.care-sheet[download]": (960, 650, "Care instructions (PDF)"),
+    "a.invoice-link": (900, 300, "Invoice"),
+    "input#photo-upload[type=file]": (640, 420, None),
+    "select#country": (640, 320, None),
+    "button#continue": (1000, 620, "Continue"),
+    "button#retry": (640, 400, "Try again"),
     "button.size-option": (880, 400, "M"),
     "button#notify-me": (960, 580, "Notify me"),
     "button#load-more": (640, 760, "Load more"),
@@ -80,6 +112,8 @@ LAYOUT: Final[dict[str, tuple[int, int, str | None]]] = {
     "button#checkout": (1040, 640, "Checkout"),
     "input#email": (640, 260, None),
     "input#card-number": (640, 380, None),
+    "input#postcode": (640, 440, None),
+    "input#phone": (640, 500, None),
     "textarea#gift-message": (640, 480, None),
     "button#pay": (1000, 700, "Pay now"),
     "button#chat-launcher": (1230, 760, "Chat with us"),
@@ -94,6 +128,34 @@ FAILURES: Final = (
     ("authentication", "3ds_failed"),
     ("invalid_address", "avs_mismatch"),
     ("server_error", 502),
+)
+#: Checkout fields that can fail validation: field -> (target, message).
+FORM_FIELDS: Final = {
+    "email": ("input#email", "Enter a valid email address"),
+    "postcode": ("input#postcode", "Postcode not recognised"),
+    "phone": ("input#phone", "Enter a phone number"),
+    "card_number": ("input#card-number", "Card number is invalid"),
+}
+#: Queries that find nothing (typos, brands the shop does not carry).
+EMPTY_QUERIES: Final = (
+    "runnign shoes", "rian jacket", "nikee", "waterprof boots", "leathr bag", "smrt watch",
+)
+JS_ERRORS: Final = (
+    "TypeError: Cannot read properties of undefined (reading 'id')",
+    "TypeError: cart.items is undefined",
+    "ReferenceError: applyCoupon is not defined",
+    "Error: Network request failed",
+)
+BACKGROUND_ERRORS: Final = (
+    "ResizeObserver loop completed with undelivered notifications.",
+    "Script error.",
+)
+API_URLS: Final = (
+    "/api/cart",
+    "/api/recommendations?sku=123",
+    "/api/inventory",
+    "/api/checkout/shipping-rates",
+    "/api/search/suggest?q=bo",
 )
 
 
@@ -124,6 +186,18 @@ class _Builder:
         #: purchase, so no further checkout_failed may follow in this session.
         self.checkout_locked = False
         self.episode = ""
+        #: Pages in order of arrival (reloads left out): [(path, arrival ts)].
+        self.trail: list[tuple[str, int]] = []
+        #: True while an episode or the cart glance navigates as it pleases.
+        self.free_nav = False
+        self.quick_backs: list[int] = []
+        self.peeked = False
+        self.server_errors: list[int] = []
+        # excessive_scroll's view of the current page: position, run, reversals.
+        self.scroll_y = 0
+        self.scroll_dir = 0
+        self.scroll_ext: int | None = None
+        self.turns: list[int] = []
 
     # -- primitives ---------------------------------------------------------------
     def after(self, low: int, high: int) -> None:
@@ -147,8 +221,50 @@ class _Builder:
         return event
 
     def view(self, page: str, referrer: str | None = None) -> Event:
+        trail = self.trail
+        if not trail or trail[-1][0] != page:  # not a reload
+            if not self.free_nav:
+                self.settle(page)
+            if len(trail) >= 2 and trail[-2][0] == page and self.ts - trail[-1][1] < QUICK_BACK_MS:
+                self.quick_backs.append(self.ts)
+            trail.append((page, self.ts))
+            del trail[:-4]
         self.page = page
+        self.scroll_y, self.scroll_dir, self.scroll_ext, self.turns = 0, 0, None, []
         return self.emit("page_view", referrer=referrer) if referrer else self.emit("page_view")
+
+    def settle(self, page: str) -> None:
+        """A clean shopper going back to the page before this one has read this one
+        (no quick back), and never completes an A -> B -> A -> B within the window."""
+        trail = self.trail
+        if len(trail) < 2 or trail[-2][0] != page or trail[-1][0] == page:
+            return
+        if self.ts - trail[-1][1] < QUICK_BACK_MS:
+            self.ts = trail[-1][1] + QUICK_BACK_MS + self.rng.randint(200, 3000)
+        if len(trail) >= 3 and trail[-3][0] == trail[-1][0] and self.ts - trail[-3][1] <= NAV_WINDOW_MS:
+            self.ts = trail[-3][1] + NAV_WINDOW_MS + self.rng.randint(1000, 30_000)
+
+    def after_quick_backs(self) -> None:
+        """Let the navigation window pass since the last quick back (the cart glance)."""
+        if self.quick_backs and self.ts - self.quick_backs[-1] <= NAV_WINDOW_MS:
+            self.ts = self.quick_backs[-1] + NAV_WINDOW_MS + self.rng.randint(1000, 9000)
+
+    def scroll_to(self, y: int) -> Event:
+        """Scroll to ``y``, keeping count of reversals as excessive_scroll does."""
+        ts = self.ts
+        self.turns = [t for t in self.turns if ts - t <= SCROLL_WINDOW_MS]
+        ext = y if self.scroll_ext is None else self.scroll_ext
+        if self.scroll_dir:
+            ext = max(ext, y) if self.scroll_dir > 0 else min(ext, y)
+        travel = y - ext
+        if travel and abs(travel) >= MIN_TRAVEL_PX:
+            if self.scroll_dir:
+                self.turns.append(ts)
+            self.scroll_dir, ext = (1 if travel > 0 else -1), y
+        self.scroll_ext = ext
+        direction = "up" if y < self.scroll_y else "down"
+        self.scroll_y = y
+        return self.emit("scroll", y=y, direction=direction)
 
     def click(
         self,
@@ -158,10 +274,13 @@ class _Builder:
         jitter: int = 4,
         x: int | None = None,
         y: int | None = None,
+        text: str | None = None,
+        **extra: Any,
     ) -> Event:
         """A click on ``target``; ``reaction`` None draws a normal one (50-900 ms),
         ``_ABSENT`` leaves it out (no reaction), anything else is used as is."""
-        bx, by, text = LAYOUT.get(target, (640, 400, None))
+        bx, by, layout_text = LAYOUT.get(target, (640, 400, None))
+        text = layout_text if text is None else text
         bx = bx if x is None else x
         by = by if y is None else y
         fields: dict[str, Any] = {
@@ -175,7 +294,7 @@ class _Builder:
             reaction = self.reaction()
         if reaction is not _ABSENT:
             fields["reaction_ms"] = reaction
-        return self.emit("click", **fields)
+        return self.emit("click", **fields, **extra)
 
     def reaction(self) -> int:
         return int(self.rng.triangular(50, 900, 180))
@@ -200,13 +319,24 @@ class _Builder:
 
 # -- clean behaviour ----------------------------------------------------------------
 def _scroll(b: _Builder) -> None:
+    """Reading down the page, now and then back up a little (a couple of reversals)."""
     b.think()
-    y = 0
     for _ in range(b.rng.randint(1, 4)):
-        up = y > 0 and b.rng.random() < 0.2
-        y = max(0, y - b.rng.randint(200, 500)) if up else y + b.rng.randint(300, 900)
-        b.emit("scroll", y=y, direction="up" if up else "down")
+        recent = sum(b.ts - t <= SCROLL_WINDOW_MS for t in b.turns)
+        up = b.scroll_y > 0 and recent <= 2 and b.rng.random() < 0.25
+        if up:
+            b.scroll_to(max(0, b.scroll_y - b.rng.randint(200, 500)))
+        else:
+            b.scroll_to(b.scroll_y + b.rng.randint(300, 900))
         b.after(250, 1500)
+
+
+def _open_result(b: _Builder) -> None:
+    """Open a product from the results: the search found something."""
+    b.think()
+    col, row = b.rng.randrange(4), b.rng.randrange(3)
+    sku = f"{b.rng.choice(CATEGORIES)[:3]}-{b.rng.randint(1000, 9999)}"
+    b.nav_click("a.search-result", f"/p/{sku}", x=220 + 280 * col, y=260 + 200 * row)
 
 
 def _search(b: _Builder) -> None:
@@ -216,6 +346,7 @@ def _search(b: _Builder) -> None:
     b.emit("search", query=b.rng.choice(QUERIES), results=b.rng.randint(1, 120))
     b.after(150, 600)
     b.view("/search")
+    _open_result(b)
 
 
 def _category(b: _Builder) -> None:
@@ -291,6 +422,115 @@ def _help_page(b: _Builder) -> None:
     _scroll(b)
 
 
+def _on_product(b: _Builder) -> None:
+    if not b.page.startswith("/p/"):
+        _product(b)
+
+
+def _quick_stepper(b: _Builder) -> None:
+    """3-6 quick clicks on a quantity stepper ("+" / "−"): rage-like, suppressed."""
+    _on_product(b)
+    b.think()
+    target = b.rng.choice(("button.qty-plus", "button.qty-minus"))
+    text = b.rng.choice(("+", " + ")) if target == "button.qty-plus" else b.rng.choice(("−", "-"))
+    for i in range(b.rng.randint(3, 6)):
+        if i:
+            b.after(120, 450)
+        b.click(target, b.rng.randint(30, 200), jitter=2, text=text)
+
+
+def _carousel(b: _Builder) -> None:
+    """Flicking through a carousel or result pages: quick clicks on next/prev, suppressed."""
+    b.think()
+    target = b.rng.choice(("button.carousel-next", "button.carousel-prev", "a.page-next"))
+    texts = {
+        "button.carousel-next": ("Next", "next", "›", ">"),
+        "button.carousel-prev": ("Prev", "Previous", "‹", "<"),
+        "a.page-next": ("Next", "NEXT"),
+    }[target]
+    text = b.rng.choice(texts)
+    for i in range(b.rng.randint(3, 5)):
+        if i:
+            b.after(150, 500)
+        b.click(target, b.rng.randint(40, 300), jitter=3, text=text)
+
+
+def _no_reaction_click(b: _Builder) -> None:
+    """A click the page rightly does not react to: new tab, download, file picker or a
+    form field taking focus. No reaction_ms, never a dead click."""
+    _on_product(b)
+    b.think()
+    kind = b.rng.choice(("new_tab", "download", "file", "field"))
+    if kind == "new_tab":
+        if b.rng.random() < 0.3:  # an SDK that knows says so in a field
+            b.click("a.reviews-link", _ABSENT, opens_new_tab=True)
+        else:
+            b.click(
+                b.rng.choice(("a.size-guide[target=_blank]", 'a.partner-offer[target="_blank"]')),
+                _ABSENT,
+            )
+    elif kind == "download":
+        if b.rng.random() < 0.3:
+            b.click("a.invoice-link", _ABSENT, download=True)
+        else:
+            b.click("a.care-sheet[download]", _ABSENT)
+    elif kind == "file":
+        b.click("input#photo-upload[type=file]", _ABSENT)
+    else:
+        b.click(b.rng.choice(("input#search", "select#country", "textarea#gift-message")), _ABSENT)
+
+
+def _background_error(b: _Builder) -> None:
+    """A third-party script fails long after any click: not the customer's doing."""
+    b.think()
+    b.emit("js_error", message=b.rng.choice(BACKGROUND_ERRORS))
+
+
+def _http_hiccup(b: _Builder) -> None:
+    """A few 4xx (a missing image, an expired token) or, once, a single 5xx."""
+    b.think()
+    if not b.server_errors and b.rng.random() < 0.5:
+        b.server_errors.append(b.ts)
+        b.emit("http_error", url=b.rng.choice(API_URLS), status=b.rng.choice((500, 502, 503)))
+        return
+    for i in range(b.rng.randint(1, 3)):
+        if i:
+            b.after(100, 2000)
+        b.emit("http_error", url=f"/img/{b.rng.randint(100, 999)}.jpg", status=b.rng.choice((404, 403)))
+
+
+def _search_typo(b: _Builder) -> None:
+    """One search that finds nothing, corrected at once, then a result opened."""
+    b.think()
+    b.click("input#search", b.rng.randint(10, 60))
+    b.after(1500, 5000)
+    b.emit("search", query=b.rng.choice(EMPTY_QUERIES), results=0)
+    b.after(150, 600)
+    b.view("/search")
+    b.after(1000, 4000)
+    b.click("input#search", b.rng.randint(10, 60))
+    b.after(1000, 3000)
+    b.emit("search", query=b.rng.choice(QUERIES), results=b.rng.randint(1, 120))
+    b.after(150, 600)
+    b.view("/search")
+    _open_result(b)
+
+
+def _cart_glance(b: _Builder) -> None:
+    """Product -> cart -> straight back to the product: one quick back, normal."""
+    _on_product(b)
+    if b.peeked or (len(b.trail) >= 2 and b.trail[-2][0] == "/cart"):
+        _view_cart(b)  # a glance here would make a loop: a plain visit instead
+        return
+    b.peeked = True
+    product = b.page
+    _view_cart(b)
+    b.after(600, 2400)
+    b.free_nav = True
+    b.view(product)  # the browser's back button
+    b.free_nav = False
+
+
 _BROWSE: Final[tuple[tuple[Callable[[_Builder], None], float], ...]] = (
     (_scroll, 3),
     (_search, 2),
@@ -303,6 +543,13 @@ _BROWSE: Final[tuple[tuple[Callable[[_Builder], None], float], ...]] = (
     (_stepper, 0.5),
     (_triple_select, 0.5),
     (_help_page, 0.4),
+    (_quick_stepper, 0.5),
+    (_carousel, 0.5),
+    (_no_reaction_click, 0.8),
+    (_background_error, 0.3),
+    (_http_hiccup, 0.3),
+    (_search_typo, 0.4),
+    (_cart_glance, 0.4),
 )
 
 
@@ -343,9 +590,28 @@ def _purchase(b: _Builder) -> None:
     b.view("/order/confirmed")
 
 
+def _typo(b: _Builder, field: str) -> None:
+    """One field fails validation and is fixed at once."""
+    target, message = FORM_FIELDS[field]
+    b.think()
+    b.click("button#continue")
+    b.after(80, 400)
+    b.emit("form_error", field=field, message=message)
+    b.after(1000, 4000)
+    b.click(target, b.rng.randint(5, 60))
+    b.after(1500, 5000)
+
+
 def _checkout(b: _Builder) -> None:
-    """A clean checkout; sometimes one failed payment first, then success."""
+    """A clean checkout; sometimes a typo or two (each field once), sometimes one
+    failed payment first, then success."""
     _to_checkout(b)
+    roll = b.rng.random()
+    if roll < 0.45:
+        fields = list(FORM_FIELDS)
+        b.rng.shuffle(fields)
+        for field in fields[: 1 if roll < 0.3 else 2]:
+            _typo(b, field)
     _pay(b)
     if b.rng.random() < 0.25:
         reason, code = b.rng.choice(FAILURES)
@@ -465,6 +731,201 @@ def help_request(b: _Builder) -> None:
     b.label("help_request", b.emit("help_request", channel=channel))
 
 
+def error_click(b: _Builder) -> None:
+    """A button whose handler throws: the UI starts to react, then a JS error within
+    1 s. Sometimes clicked again (and failing again) a few seconds later."""
+    target = b.rng.choice(
+        (
+            "button#add-to-cart",
+            "button#apply-coupon",
+            "button.size-option",
+            "button#notify-me",
+            "button#load-more",
+        )
+    )
+    if target in ("button#add-to-cart", "button.size-option", "button#notify-me"):
+        _on_product(b)
+    b.think()
+    message = b.rng.choice(JS_ERRORS)
+    for i in range(b.rng.choice((1, 1, 2, 3))):
+        if i:
+            b.after(1500, 4000)
+        b.click(target, b.rng.randint(80, 600))
+        b.after(20, 900)
+        error = b.emit("js_error", message=message)
+        if i == 0:
+            b.label("error_click", error)
+
+
+def form_struggle(b: _Builder) -> None:
+    """One checkout field fails validation 3-5 times in a row (each retry takes
+    seconds, so the third lands well within 2 minutes); then pays or gives up."""
+    _to_checkout(b)
+    field = b.rng.choice(sorted(FORM_FIELDS))
+    target, message = FORM_FIELDS[field]
+    for i in range(b.rng.randint(3, 5)):
+        if i:
+            b.after(1500, 5000)
+        else:
+            b.think()
+        b.click("button#continue")
+        b.after(80, 400)
+        error = b.emit("form_error", field=field, message=message)
+        if i == 2:
+            b.label("form_struggle", error)
+        b.after(800, 3000)
+        b.click(target, b.rng.randint(5, 60))
+        b.after(1500, 6000)  # typing it again
+    if b.rng.random() < 0.5:
+        _pay(b)
+        _purchase(b)
+
+
+def _new_pages(make: Callable[[], tuple[str, str]], avoid: set[str]) -> tuple[str, str]:
+    while True:
+        a, c = make()
+        if a != c and not {a, c} & avoid:
+            return a, c
+
+
+def _sku(b: _Builder) -> str:
+    return f"/p/{b.rng.choice(CATEGORIES)[:3]}-{b.rng.randint(1000, 9999)}"
+
+
+def navigation_loop(b: _Builder) -> None:
+    """Going round in circles. Ping-pong: A -> B -> A -> B (-> A ...) between two pages
+    that are neither this one nor the last (cart/checkout, sign-in/reset, two
+    products, two categories), any dwell: fires on the 4th view. Or pogo-sticking: a
+    category, a product left within 3 s for the category, another one, back again:
+    fires on the second quick back."""
+    b.after_quick_backs()
+    b.think()
+    if b.rng.random() < 0.5:
+        avoid = {page for page, _ in b.trail[-2:]}
+
+        def make() -> tuple[str, str]:
+            choice = b.rng.randrange(4)
+            if choice == 0:
+                return "/cart", "/checkout"
+            if choice == 1:
+                return "/account/login", "/account/reset-password"
+            if choice == 2:
+                return _sku(b), _sku(b)
+            first, second = b.rng.sample(CATEGORIES, 2)
+            return f"/c/{first}", f"/c/{second}"
+
+        pages = _new_pages(make, avoid)
+        b.free_nav = True
+        for i in range(b.rng.choice((4, 4, 5, 6))):
+            page = pages[i % 2]
+            if i:
+                b.after(1200, 12_000)
+            if i == 0 or b.rng.random() < 0.5:
+                b.nav_click(f'a[href="{page}"]', page, x=300 + 200 * (i % 2), y=120)
+            else:
+                b.view(page)  # the back button
+            if i == 3:
+                b.label("navigation_loop", b.events[-1])
+        b.free_nav = False
+        return
+    hub = f"/c/{b.rng.choice(CATEGORIES)}"
+    if b.page != hub:
+        _category_page(b, hub)
+    avoid = {page for page, _ in b.trail[-2:]}
+    products: list[str] = []
+    returns = b.rng.choice((2, 2, 3))
+    while len(products) < returns:
+        page = _sku(b)
+        if page not in avoid and page not in products:
+            products.append(page)
+    b.free_nav = True
+    for k, page in enumerate(products):
+        if k:
+            b.after(800, 3000)
+        else:
+            b.think()
+        col, row = b.rng.randrange(4), b.rng.randrange(3)
+        b.nav_click("a.product-card", page, x=220 + 280 * col, y=300 + 220 * row)
+        b.after(700, 2500)  # not what the card promised
+        back = b.view(hub)
+        if k == 1:
+            b.label("navigation_loop", back)
+    b.free_nav = False
+
+
+def _category_page(b: _Builder, page: str) -> None:
+    b.think()
+    i = CATEGORIES.index(page.removeprefix("/c/"))
+    b.nav_click("a.nav-category", page, x=200 + 140 * i, y=90)
+
+
+def search_struggle(b: _Builder) -> None:
+    """Search keeps failing: 2-3 searches in a row that find nothing (fires on the
+    second), or 3-4 quick reformulations without opening a result (fires on the
+    third). Sometimes the last one finds something and a result is opened."""
+    b.think()
+    b.settle("/search")  # any wait before the results page happens now, not in between
+    empty = b.rng.random() < 0.5
+    n = b.rng.randint(2, 3) if empty else b.rng.randint(3, 4)
+    for i in range(n):
+        if i:
+            b.after(*((1000, 8000) if empty else (500, 2500)))
+        b.click("input#search", b.rng.randint(10, 60))
+        b.after(1500, 4500)  # typing
+        query = b.rng.choice(EMPTY_QUERIES if empty else QUERIES)
+        search = b.emit("search", query=query, results=0 if empty else b.rng.randint(1, 40))
+        if i == (1 if empty else 2):
+            b.label("search_struggle", search)
+        b.after(150, 600)
+        b.view("/search")
+    if b.rng.random() < 0.5:
+        _open_result(b)
+
+
+def http_error_burst(b: _Builder) -> None:
+    """The shop's API fails: 3-5 server errors (5xx) a few seconds apart, fires on
+    the third; the customer may hit "Try again"."""
+    if b.server_errors and b.ts - b.server_errors[-1] <= HTTP_WINDOW_MS:
+        b.ts = b.server_errors[-1] + HTTP_WINDOW_MS + b.rng.randint(1000, 9000)
+    b.think()
+    url = b.rng.choice(API_URLS)
+    for i in range(b.rng.randint(3, 5)):
+        if i:
+            b.after(300, 8000)
+        error = b.emit("http_error", url=url, status=b.rng.choice((500, 502, 503, 504)))
+        b.server_errors.append(error["ts"])
+        if i == 2:
+            b.label("http_error_burst", error)
+    if b.rng.random() < 0.5:
+        b.after(1000, 3000)
+        b.click("button#retry")
+
+
+def excessive_scroll(b: _Builder) -> None:
+    """Hunting up and down a fresh page: quick scrolls that mostly change direction,
+    until the 6th reversal within 30 s (the onset), then a few more."""
+    if b.rng.random() < 0.5:
+        _product(b)
+    else:
+        _category(b)
+    b.think()
+    b.scroll_to(b.scroll_y + b.rng.randint(800, 2000))
+    down, more = False, b.rng.randint(0, 4)
+    labelled = False
+    while not labelled or more > 0:
+        b.after(150, 900)
+        move = b.rng.randint(200, 900)
+        y = b.scroll_y + move if down or b.scroll_y == 0 else max(0, b.scroll_y - move)
+        event = b.scroll_to(y)
+        if labelled:
+            more -= 1
+        elif len(b.turns) >= MIN_REVERSALS:
+            b.label("excessive_scroll", event)
+            labelled = True
+        if b.rng.random() < 0.8:  # mostly turning round
+            down = not down
+
+
 class Episode(NamedTuple):
     """A friction generator and every detector it can plant a label for."""
 
@@ -480,6 +941,12 @@ EPISODES: Final[dict[str, Episode]] = {
     "dead_click": Episode(dead_click, frozenset({"dead_click"}), 0.25),
     "checkout_failure": Episode(checkout_failure, frozenset({"checkout_failure"}), 0.25),
     "help_request": Episode(help_request, frozenset({"help_request"}), 0.2),
+    "error_click": Episode(error_click, frozenset({"error_click"}), 0.2),
+    "form_struggle": Episode(form_struggle, frozenset({"form_struggle"}), 0.2),
+    "navigation_loop": Episode(navigation_loop, frozenset({"navigation_loop"}), 0.2),
+    "search_struggle": Episode(search_struggle, frozenset({"search_struggle"}), 0.2),
+    "http_error_burst": Episode(http_error_burst, frozenset({"http_error_burst"}), 0.2),
+    "excessive_scroll": Episode(excessive_scroll, frozenset({"excessive_scroll"}), 0.2),
 }
 SECOND_EPISODE_SHARE: Final = 0.15
 

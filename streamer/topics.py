@@ -10,6 +10,7 @@ from streamer.settings import (
     DEADLETTER_TOPIC,
     EVENTS_TOPIC,
     INTERVENTIONS_TOPIC,
+    MODELS_TOPIC,
     SIGNALS_TOPIC,
     Settings,
 )
@@ -23,6 +24,8 @@ class Topics:
     interventions: faust.TopicT
     signals: faust.TopicT
     deadletter: faust.TopicT
+    #: Pickled online models, key = app id; compacted: only the latest matters.
+    models: faust.TopicT
     #: session id -> SessionState as orjson bytes; changelog-backed.
     session_to_state: faust.Table
 
@@ -30,7 +33,12 @@ class Topics:
     def names(settings: Settings) -> list[str]:
         """Every topic the app uses, the table changelog included, for pre-creation."""
         changelog = f"{settings.app_id}-{SESSIONS_TABLE}-changelog"
-        return [EVENTS_TOPIC, INTERVENTIONS_TOPIC, SIGNALS_TOPIC, DEADLETTER_TOPIC, changelog]
+        return [EVENTS_TOPIC, INTERVENTIONS_TOPIC, SIGNALS_TOPIC, DEADLETTER_TOPIC, MODELS_TOPIC,
+                changelog]
+
+    @staticmethod
+    def compacted(settings: Settings) -> list[str]:
+        return [MODELS_TOPIC, f"{settings.app_id}-{SESSIONS_TABLE}-changelog"]
 
 
 def declare(app: faust.App, settings: Settings) -> Topics:
@@ -46,8 +54,12 @@ def declare(app: faust.App, settings: Settings) -> Topics:
         interventions=topic(INTERVENTIONS_TOPIC),
         signals=topic(SIGNALS_TOPIC),
         deadletter=topic(DEADLETTER_TOPIC),
+        models=topic(MODELS_TOPIC),
         # bytes as key and value type make Faust use the raw codec for the changelog.
+        # use_partitioner: changelog records are placed by key, like the events, so a
+        # session's state lands in its own partition even when written from a batch.
         session_to_state=app.Table(
-            SESSIONS_TABLE, key_type=bytes, value_type=bytes, partitions=settings.partitions
+            SESSIONS_TABLE, key_type=bytes, value_type=bytes, partitions=settings.partitions,
+            use_partitioner=True,
         ),
     )

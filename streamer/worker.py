@@ -11,7 +11,9 @@ from collections.abc import Iterable
 import faust
 from aiokafka import AIOKafkaProducer
 
+from detectors.session import Engine
 from streamer import app as app_module
+from streamer import checkpoint
 from streamer.embedded import EmbeddedBroker, create_topics, free_port
 from streamer.settings import Settings
 from streamer.topics import Topics
@@ -22,7 +24,7 @@ log = logging.getLogger(__name__)
 def ensure_topics(settings: Settings) -> None:
     """Create missing topics (idempotent); production clusters may pre-create them."""
     asyncio.run(create_topics(settings.bootstrap_servers, Topics.names(settings),
-                              settings.partitions))
+                              settings.partitions, compacted=Topics.compacted(settings)))
 
 
 async def produce(settings: Settings, records: Iterable[tuple[bytes, bytes]],
@@ -60,7 +62,12 @@ def _run(service: app_module.Service) -> int:
 
 def run_worker(settings: Settings) -> int:
     """A worker of the consumer group ``settings.app_id``; stops on SIGINT/SIGTERM."""
-    return _run(app_module.build(settings))
+    models = None
+    if Engine.from_config(settings.detection).models is not None:
+        models = asyncio.run(checkpoint.restore(settings))
+        if models is not None:
+            log.warning("restored models: %s", models.summary())
+    return _run(app_module.build(settings, models=models))
 
 
 def run_local(settings: Settings, *, traffic: bool, speed: float, seed: int) -> int:
@@ -71,13 +78,16 @@ def run_local(settings: Settings, *, traffic: bool, speed: float, seed: int) -> 
     try:
         wanted = settings.web_port
         web_port = wanted if wanted and _port_free(wanted) else free_port()
-        settings = settings.with_(broker=f"kafka://{broker.address}", web_port=web_port)
+        # The embedded broker holds a group join for half the session timeout: keep it short.
+        settings = settings.with_(broker=f"kafka://{broker.address}", web_port=web_port,
+                                  session_timeout_s=3.0, heartbeat_interval_s=0.5)
         ensure_topics(settings)
         service = app_module.build(settings)
         out = sys.stdout
         base = f"http://{settings.web_host}:{web_port}"
         print(f"web: {base}/", file=out)
         print(f"metrics: {base}/metrics", file=out)
+        print(f"demo: {base}/demo", file=out)
         print(f"broker: {broker.address}", file=out)
         print(f"topics: {', '.join(Topics.names(settings)[:4])}", file=out)
         print("Ctrl-C stops everything.", file=out, flush=True)

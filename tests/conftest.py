@@ -97,6 +97,8 @@ def start_worker(
              "--app-id", app_id, "--partitions", "2", "--web-port", str(port),
              "--loglevel", "info", *extra_args],
             stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=ROOT,
+            # The embedded broker holds a join for half the session timeout.
+            env={**os.environ, "FW_SESSION_TIMEOUT_S": "3", "FW_HEARTBEAT_INTERVAL_S": "0.5"},
         )
     return WorkerProcess(process, f"http://127.0.0.1:{port}", settings, log)
 
@@ -111,9 +113,18 @@ def stop_process(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM) ->
             process.wait(10)
 
 
+#: The online models learn from every session a worker sees, in arrival order, so only
+#: a rules-only worker is comparable record for record with an offline replay.
+RULES_ONLY = {"model": {"enabled": False}}
+
+
 @pytest.fixture(scope="session")
 def worker(broker: EmbeddedBroker, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerProcess]:
-    w = start_worker(broker, tmp_path_factory.mktemp("worker"), "fw-test")
+    """A rules-only worker shared by the tests that compare the stream with replay."""
+    tmp = tmp_path_factory.mktemp("worker")
+    config = tmp / "rules-only.toml"
+    config.write_text("[model]\nenabled = false\n")
+    w = start_worker(broker, tmp, "fw-test", "--config", str(config))
     try:
         w.wait_consuming(broker)
         yield w

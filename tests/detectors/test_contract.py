@@ -37,7 +37,7 @@ def contract_events(n: int) -> list[dict[str, Any]]:
     i = 0
     while len(out) < n:
         ts = i * 400
-        phase = i % 40
+        phase = i % 80
         if phase < 4:  # a burst of quick clicks on one spot, no reaction: rage and dead
             out.append(event_factory("click", ts, x=10 + phase, y=20, target=f"#btn{i % 7}"))
         elif phase < 8:
@@ -54,6 +54,20 @@ def contract_events(n: int) -> list[dict[str, Any]]:
             out.append(event_factory("help_request", ts, channel="chat"))
         elif phase < 20:
             out.append(event_factory("page_view", ts, page=f"/p/{i}", event_id=f"e{i}"))
+        elif phase == 20:  # a click, then its error: error_click
+            out.append(event_factory("click", ts, x=500, y=500, target="#apply", text="Apply"))
+        elif phase == 21:
+            out.append(event_factory("js_error", ts, message="TypeError: undefined"))
+        elif phase < 25:  # one field failing again and again: form_struggle
+            out.append(event_factory("form_error", ts, field=f"field{i // 80 % 3}"))
+        elif phase < 29:  # A -> B -> A -> B: navigation_loop
+            out.append(event_factory("page_view", ts, page="/cart" if phase % 2 else "/checkout"))
+        elif phase < 31:  # two searches that found nothing: search_struggle
+            out.append(event_factory("search", ts, query=f"q{phase}", results=0))
+        elif phase < 34:  # three server errors: http_error_burst
+            out.append(event_factory("http_error", ts, url="/api/cart?id=7", status=503))
+        elif phase < 44:  # up and down one page: excessive_scroll
+            out.append(event_factory("scroll", ts, y=600 * (phase % 2), page="/c/bags"))
         else:
             kind = sorted(events.KNOWN_TYPES)[i % len(events.KNOWN_TYPES)]
             out.append(event_factory(kind, ts, **_minimal_fields(kind, i)))
@@ -206,6 +220,20 @@ _OF_KIND = {str: _text, float: _number, int: _integer}
 _TYPES = [*sorted(events.KNOWN_TYPES), "custom_event"]
 
 
+#: Values that make detectors fire (5xx, zero results, one field, two pages, stepper
+#: text, new-tab and file-picker targets), mixed with arbitrary ones of the right type.
+_LIKELY: dict[str, st.SearchStrategy[Any]] = {
+    "status": st.sampled_from([500, 503, 599, 404, 200]),
+    "results": st.integers(0, 2),
+    "field": st.sampled_from(["email", "zip"]),
+    "page": st.sampled_from(["/a", "/b", "/c?x=1"]),
+    "y": st.integers(0, 1500),
+    "text": st.sampled_from(["+", " Next ", "›", "Pay", ""]),
+    "message": st.sampled_from(["TypeError: x"]),
+}
+_TARGETS = ["#pay", "#next", "input#q", "a[target=_blank]", "input[type=file]", "a[download]"]
+
+
 @st.composite
 def valid_event(draw: st.DrawFn, ts: int) -> dict[str, Any]:
     type_ = draw(st.sampled_from(_TYPES))
@@ -214,8 +242,11 @@ def valid_event(draw: st.DrawFn, ts: int) -> dict[str, Any]:
         obj.update(
             x=draw(st.integers(0, 40)),
             y=draw(st.integers(0, 40)),
-            target=draw(st.sampled_from(["#pay", "#next", "input#q"])),
+            target=draw(st.sampled_from(_TARGETS)),
         )
+        for flag in ("opens_new_tab", "download"):  # optional click fields, when the SDK knows
+            if draw(st.integers(0, 4)) == 0:
+                obj[flag] = draw(st.one_of(st.booleans(), st.none(), _text))
     for name, (kinds, required, nullable) in {
         **events._COMMON,
         **events._FIELDS.get(type_, {}),
@@ -224,6 +255,8 @@ def valid_event(draw: st.DrawFn, ts: int) -> dict[str, Any]:
             continue
         if nullable and draw(st.integers(0, 3)) == 0:
             obj[name] = None
+        elif name in _LIKELY and draw(st.booleans()):
+            obj[name] = draw(_LIKELY[name])
         else:
             obj[name] = draw(st.one_of(*(_OF_KIND[k] for k in kinds)))
     return validate_event(obj)  # raises if the strategy ever makes an invalid event

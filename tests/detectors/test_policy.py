@@ -149,7 +149,7 @@ def test_config_section_with_unknown_or_bad_keys() -> None:
 def test_custom_messages_fall_back_to_defaults() -> None:
     policy = Policy(messages={"rage_click": "Stuck?"})
     assert policy.decide({}, "s1", 1, [rage(0)]).message == "Stuck?"  # type: ignore[union-attr]
-    assert policy.messages["handoff"] == DEFAULT_MESSAGES["handoff"]
+    assert policy.messages["handoff"] == [DEFAULT_MESSAGES["handoff"]]
     unnamed = policy.decide({}, "s1", 1, [Signal("new_detector", 0.8, ts=0)])
     assert unnamed is not None and unnamed.message == DEFAULT_MESSAGES["default"]
 

@@ -13,7 +13,7 @@ import pytest
 from detectors.session import Engine
 from streamer import simulate
 from streamer.replay import replay_lines
-from tests.conftest import WorkerProcess, consume, need_tool, produce, wait_for
+from tests.conftest import RULES_ONLY, WorkerProcess, consume, need_tool, produce, wait_for
 
 pytestmark = pytest.mark.broker
 
@@ -53,7 +53,7 @@ def test_three_failed_checkouts_nudge_then_handoff(worker: WorkerProcess) -> Non
 
     # The same input, processed again offline, yields the same intervention ids.
     lines = (orjson.dumps(e) for e in events)
-    again = [r for r in replay_lines(lines, Engine.from_config(), max_record_bytes=1 << 18)
+    again = [r for r in replay_lines(lines, Engine.from_config(RULES_ONLY), max_record_bytes=1 << 18)
              if r["kind"] != "signal"]
     assert [r["intervention_id"] for r in again] == [r["intervention_id"] for r in out]
     assert again == out
@@ -124,7 +124,7 @@ def test_replay_equals_stream(worker: WorkerProcess) -> None:
     sessions = list(simulate.generate(seed=77, sessions=150, start_ts=BASE_TS))
     records = simulate.interleave(sessions)
     ids = {s.session_id for s in sessions}
-    expected = list(replay_lines((v for _, v in records), Engine.from_config(),
+    expected = list(replay_lines((v for _, v in records), Engine.from_config(RULES_ONLY),
                                  max_record_bytes=1 << 18))
     n_signals = sum(1 for r in expected if r["kind"] == "signal")
     n_interventions = len(expected) - n_signals

@@ -1,0 +1,62 @@
+"""Error click: a click whose action raised a JavaScript error.
+
+Same idea as Datadog RUM's and FullStory's error clicks: a ``js_error`` within
+``max_delay_ms`` (default 1000 ms) after a click is taken to be that click's error.
+Errors long after any click (a third-party script failing on load, a timer) are not:
+the customer did nothing that failed. One click fires at most once however many
+errors it throws; the strength grows when the same target fails again (0.6, 0.8,
+1.0), as dead_click's does, because a button that keeps breaking is sure friction.
+
+>>> detector = ErrorClick()
+>>> state = {}
+>>> click = {"session_id": "s", "type": "click", "ts": 0, "x": 1, "y": 1, "target": "#pay"}
+>>> error = {"session_id": "s", "type": "js_error", "ts": 300, "message": "TypeError: x"}
+>>> [detector.step(state, e) for e in (click, error, dict(error, ts=400))][1].evidence
+{'target': '#pay', 'delay_ms': 300, 'message': 'TypeError: x', 'repeats': 1}
+>>> detector.step(state, dict(error, ts=5000)) is None  # no click just before
+True
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from detectors.base import Signal, require
+from detectors.events import Event
+
+MAX_TEXT = 200
+
+
+class ErrorClick:
+    name: ClassVar[str] = "error_click"
+
+    def __init__(self, max_delay_ms: int = 1000, strength: float = 0.6) -> None:
+        require("error_click.max_delay_ms", max_delay_ms, 1, 60_000)
+        require("error_click.strength", strength, 0.01, 1)
+        self.max_delay_ms = max_delay_ms
+        self.strength = strength
+
+    def step(self, state: dict[str, Any], event: Event) -> Signal | None:
+        kind = event["type"]
+        if kind == "click":
+            state.update(click_ts=event["ts"], target=event["target"][:MAX_TEXT], open=True)
+            return None
+        if kind != "js_error" or not state.get("open"):
+            return None
+        delay = event["ts"] - state["click_ts"]
+        if not 0 <= delay <= self.max_delay_ms:
+            return None
+        target = state["target"]
+        repeats = state["repeats"] + 1 if state.get("failed") == target else 1
+        state.update(open=False, failed=target, repeats=repeats)
+        return Signal(
+            self.name,
+            strength=min(1.0, round(self.strength + 0.2 * (repeats - 1), 4)),
+            ts=event["ts"],
+            evidence={
+                "target": target,
+                "delay_ms": delay,
+                "message": event["message"][:MAX_TEXT],
+                "repeats": repeats,
+            },
+        )

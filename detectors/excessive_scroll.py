@@ -1,0 +1,90 @@
+"""Excessive scroll: up and down the same page, again and again.
+
+Microsoft Clarity's "excessive scrolling" compares with the page's average, which
+needs history we do not keep; here it is ``min_reversals`` (default 6) changes of
+scroll direction on one page within ``window_ms`` (default 30 s). Reading scrolls
+down with a reversal or two (back up to re-read a line, then on); six in half a
+minute is hunting for something the page does not show. A reversal counts only after
+at least ``min_travel_px`` (default 100) in the previous direction, so trackpad
+jitter and rubber-band bounce at the ends of a page are not reversals.
+
+The direction comes from ``y`` (the scroll position), which every scroll event
+carries; the optional ``direction`` field is not needed. A page view, or a scroll
+event whose ``page`` differs from the last one seen, starts the count afresh.
+Once per episode: it fires when the count reaches ``min_reversals`` and stays quiet
+while the reversals keep coming; when they thin out below it, it is armed again.
+
+>>> detector = ExcessiveScroll()
+>>> state = {}
+>>> ys = [0, 800, 300, 900, 200, 1000, 100, 700, 150]
+>>> scrolls = [{"session_id": "s", "type": "scroll", "ts": i * 1000, "y": y, "page": "/c/bags"}
+...            for i, y in enumerate(ys)]
+>>> [i for i, e in enumerate(scrolls) if detector.step(state, e)]
+[7]
+>>> [detector.step({}, dict(e, y=e["y"] % 40)) for e in scrolls]  # jitter: < 100 px
+[None, None, None, None, None, None, None, None, None]
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from detectors.base import Signal, require
+from detectors.events import Event
+
+MAX_PATH = 200
+
+
+class ExcessiveScroll:
+    name: ClassVar[str] = "excessive_scroll"
+
+    def __init__(
+        self, min_reversals: int = 6, window_ms: int = 30_000, min_travel_px: float = 100
+    ) -> None:
+        require("excessive_scroll.min_reversals", min_reversals, 2, 100)
+        require("excessive_scroll.window_ms", window_ms, 1000, 3_600_000)
+        require("excessive_scroll.min_travel_px", min_travel_px, 0, 100_000)
+        self.min_reversals = min_reversals
+        self.window_ms = window_ms
+        self.min_travel_px = min_travel_px
+
+    def step(self, state: dict[str, Any], event: Event) -> Signal | None:
+        kind = event["type"]
+        if kind == "page_view":
+            state.clear()
+            state["page"] = str(event["page"])[:MAX_PATH]
+            return None
+        if kind != "scroll":
+            return None
+        page = event.get("page")
+        if isinstance(page, str) and page[:MAX_PATH] != state.get("page"):
+            state.clear()
+            state["page"] = page[:MAX_PATH]
+        ts, y = event["ts"], event["y"]
+        turns = [t for t in state.get("turns", []) if 0 <= ts - t <= self.window_ms]
+        direction = state.get("dir", 0)  # of the current run: 1 down, -1 up, 0 not yet
+        extreme = state.get("ext", y)  # furthest point of the current run (start if none)
+        if direction:
+            extreme = max(extreme, y) if direction > 0 else min(extreme, y)
+        travel = y - extreme  # away from the run's furthest point (or from the start)
+        if travel and abs(travel) >= self.min_travel_px:
+            if direction:  # the run turned, and went far enough to mean it
+                turns.append(ts)
+            direction, extreme = (1 if travel > 0 else -1), y
+        state.update(dir=direction, ext=extreme, turns=turns[-self.min_reversals :])
+        if len(state["turns"]) < self.min_reversals:
+            state["fired"] = False
+            return None
+        if state.get("fired"):
+            return None
+        state["fired"] = True
+        return Signal(
+            self.name,
+            strength=0.5,
+            ts=ts,
+            evidence={
+                "reversals": len(state["turns"]),
+                "span_ms": ts - state["turns"][0],
+                "page": (state.get("page") or "").split("?", 1)[0],
+            },
+        )

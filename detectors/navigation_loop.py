@@ -1,0 +1,119 @@
+"""Navigation loop: going round in circles between pages.
+
+Two patterns, both Microsoft Clarity's idea of lost navigation, one signal:
+
+- **ping-pong**: the last ``loop_views`` page views (default 4) alternate between two
+  pages, A -> B -> A -> B, within ``window_ms`` (default 120 s): the customer keeps
+  checking one page against another (cart and checkout, two sign-in pages) because
+  neither gets them on.
+- **quick backs**: a page left for the one before it after less than
+  ``quick_back_ms`` (default 3 s; Clarity uses the page's usual dwell, we have no
+  history, and 3 s is too short to read anything), ``min_quick_backs`` times
+  (default 2) within ``window_ms``: pogo-sticking out of results that are not what
+  was promised.
+
+What keeps legitimate quick navigation quiet: one quick back is normal (a glance at
+the cart from a product page and straight back: product -> cart -> product); so is
+moving on quickly without returning (category -> product -> another product), and a
+single return to a page (A -> B -> A, then elsewhere) however fast. Reloads (the same
+path twice in a row) are not navigation. Pages are compared by path: query strings and
+fragments are dropped (they carry filters, sort orders and PII).
+
+Once per episode: after firing it stays quiet until a page view that is neither a
+quick back nor a step of the ping-pong; quick backs are then counted afresh.
+
+>>> detector = NavigationLoop()
+>>> state = {}
+>>> views = [{"session_id": "s", "type": "page_view", "ts": t * 10_000, "page": p}
+...          for t, p in enumerate(["/cart", "/checkout", "/cart", "/checkout", "/cart"])]
+>>> [detector.step(state, v) is not None for v in views]
+[False, False, False, True, False]
+>>> peek = [dict(views[0], page="/p/1"), dict(views[1], page="/cart", ts=10_000),
+...         dict(views[2], page="/p/1", ts=11_500)]
+>>> [detector.step({}, v) for v in peek]  # product -> cart -> product, quickly: normal
+[None, None, None]
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from detectors.base import Signal, require
+from detectors.events import Event
+
+MAX_PATH = 200
+
+
+def _path(page: str) -> str:
+    path = page.split("#", 1)[0].split("?", 1)[0]
+    if "://" in path:
+        path = "/" + path.split("://", 1)[1].partition("/")[2]
+    return path[:MAX_PATH] or "/"
+
+
+class NavigationLoop:
+    name: ClassVar[str] = "navigation_loop"
+
+    def __init__(
+        self,
+        loop_views: int = 4,
+        quick_back_ms: int = 3000,
+        min_quick_backs: int = 2,
+        window_ms: int = 120_000,
+    ) -> None:
+        require("navigation_loop.loop_views", loop_views, 4, 20)
+        require("navigation_loop.quick_back_ms", quick_back_ms, 1, 60_000)
+        require("navigation_loop.min_quick_backs", min_quick_backs, 1, 20)
+        require("navigation_loop.window_ms", window_ms, 1000, 3_600_000)
+        self.loop_views = loop_views
+        self.quick_back_ms = quick_back_ms
+        self.min_quick_backs = min_quick_backs
+        self.window_ms = window_ms
+
+    def _ping_pong(self, trail: list[list[Any]]) -> bool:
+        if len(trail) < self.loop_views:
+            return False
+        last = trail[-self.loop_views :]
+        a, b = last[0][0], last[1][0]
+        return (
+            a != b
+            and all(view[0] == (a, b)[i % 2] for i, view in enumerate(last))
+            and 0 <= last[-1][1] - last[0][1] <= self.window_ms
+        )
+
+    def step(self, state: dict[str, Any], event: Event) -> Signal | None:
+        if event["type"] != "page_view":
+            return None
+        ts, page = event["ts"], _path(event["page"])
+        trail: list[list[Any]] = state.setdefault("trail", [])  # [[path, arrival ts], ...]
+        if trail and trail[-1][0] == page:
+            return None  # a reload
+        quick_back = (
+            len(trail) >= 2 and trail[-2][0] == page and 0 <= ts - trail[-1][1] < self.quick_back_ms
+        )
+        trail.append([page, ts])
+        del trail[: -max(self.loop_views, 2)]
+        backs = [t for t in state.get("backs", []) if 0 <= ts - t <= self.window_ms]
+        if quick_back:
+            backs.append(ts)
+        state["backs"] = backs[-self.min_quick_backs :]
+        ping_pong = self._ping_pong(trail)
+        if state.get("fired"):
+            if not (quick_back or ping_pong):
+                state.update(fired=False, backs=[])
+            return None
+        if not ping_pong and len(state["backs"]) < self.min_quick_backs:
+            return None
+        state.update(fired=True, backs=[])
+        pattern = "ping_pong" if ping_pong else "quick_backs"
+        return Signal(
+            self.name,
+            strength=0.6,
+            ts=ts,
+            evidence={
+                "pattern": pattern,
+                "pages": [view[0] for view in trail[-self.loop_views :]]
+                if ping_pong
+                else [view[0] for view in trail[-3:]],
+            },
+        )

@@ -1,0 +1,289 @@
+"""Live delivery of interventions to browsers: every worker's web side sees them all.
+
+The pipeline agent of a session may run on any worker, and the browser's stream may
+be connected to any other (a load balancer decides). So each worker reads *every*
+partition of ``frictionwatch.interventions`` with a plain aiokafka consumer: manual
+assignment, starting at the end, no consumer group (nothing to join, nothing to
+commit, no rebalance stall), and fans the records out in memory to the sessions
+connected to it.
+
+- Only ``delivered: true`` records go out: a holdout session never sees anything.
+- Per session, the last few interventions of the last ``replay_s`` seconds are kept,
+  so a stream that (re)connects right after an intervention still gets it; with a
+  ``Last-Event-ID`` only what came after that id. The SDK drops ids it has shown.
+- Each stream has a bounded backlog; a client that cannot keep up is disconnected
+  (its EventSource reconnects and catches up from the replay buffer), never waited
+  for. Streams per session and in total are capped too.
+
+>>> import asyncio, orjson
+>>> from streamer.metrics import Metrics
+>>> fanout = Fanout(Metrics(), clock=lambda: 0.0)
+>>> record = {"intervention_id": "i1", "session_id": "s1", "kind": "nudge", "ts": 1,
+...           "message": "Can we help?", "reasons": [], "risk": 0.5, "delivered": True}
+>>> fanout.publish(orjson.dumps(record))
+'fanned_out'
+>>> fanout.publish(orjson.dumps(record)), fanout.publish(orjson.dumps(dict(record,
+...     intervention_id="i2", delivered=False)))
+('duplicate', 'holdout')
+>>> sub, backlog = fanout.subscribe("s1", last_event_id=None)
+>>> print(backlog[0].decode().strip())  # doctest: +NORMALIZE_WHITESPACE
+id: i1
+event: intervention
+data: {"intervention_id":"i1","session_id":"s1","kind":"nudge","ts":1,"message":"Can we help?","reasons":[]}
+>>> fanout.subscribe("s1", last_event_id="i1")[1]
+[]
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
+
+from streamer.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+#: What the browser gets of a record: no risk score, no evidence, no agent context.
+BROWSER_FIELDS = ("intervention_id", "session_id", "kind", "ts", "message")
+
+
+def browser_view(record: dict[str, Any]) -> dict[str, Any]:
+    """The part of an intervention record a customer's browser may see.
+
+    Reasons become detector names only (evidence holds selectors and error texts); a
+    handoff carries the id a human agent looks the case up by (``context_id``: the
+    intervention id, the key of the full context on the interventions topic) and the
+    one-line summary, not the context itself.
+    """
+    view = {k: record[k] for k in BROWSER_FIELDS if k in record}
+    view["reasons"] = [r.get("detector") for r in record.get("reasons") or []
+                       if isinstance(r, dict)]
+    if record.get("kind") == "handoff":
+        view["context_id"] = record["intervention_id"]
+        context = record.get("context")
+        if isinstance(context, dict) and isinstance(context.get("summary"), str):
+            view["summary"] = context["summary"]
+    return view
+
+
+def sse_frame(event: str, data: bytes, event_id: str | None = None) -> bytes:
+    head = f"id: {event_id}\n" if event_id else ""
+    return f"{head}event: {event}\ndata: ".encode() + data + b"\n\n"
+
+
+class Subscriber:
+    """One connected stream: a bounded backlog of frames and a wake-up flag."""
+
+    __slots__ = ("session_id", "limit", "frames", "wakeup", "closed")
+
+    def __init__(self, session_id: str, limit: int) -> None:
+        self.session_id = session_id
+        self.limit = limit
+        self.frames: deque[bytes] = deque()
+        self.wakeup = asyncio.Event()
+        #: Why the stream must end (a DISCONNECT_REASONS label), or None.
+        self.closed: str | None = None
+
+    def push(self, frame: bytes) -> bool:
+        if self.closed:
+            return False
+        if len(self.frames) >= self.limit:
+            self.close("slow")
+            return False
+        self.frames.append(frame)
+        self.wakeup.set()
+        return True
+
+    def close(self, reason: str) -> None:
+        if self.closed is None:
+            self.closed = reason
+        self.frames.clear()
+        self.wakeup.set()
+
+    async def next(self, timeout: float) -> list[bytes]:
+        """The frames waiting (maybe none, after ``timeout`` s); empty once closed."""
+        if not self.frames and self.closed is None:
+            self.wakeup.clear()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self.wakeup.wait(), timeout)
+        frames = list(self.frames)
+        self.frames.clear()
+        return frames
+
+
+class Fanout:
+    """Intervention records in, frames out to the streams of their session."""
+
+    def __init__(
+        self,
+        metrics: Metrics,
+        *,
+        replay_s: float = 120.0,
+        replay_per_session: int = 8,
+        max_sessions: int = 20_000,
+        backlog: int = 32,
+        max_streams: int = 10_000,
+        max_streams_per_session: int = 4,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.metrics = metrics
+        self.replay_s = replay_s
+        self.replay_per_session = replay_per_session
+        self.max_sessions = max_sessions
+        self.backlog = backlog
+        self.max_streams = max_streams
+        self.max_streams_per_session = max_streams_per_session
+        self.clock = clock
+        self.streams = 0
+        self._subscribers: dict[str, list[Subscriber]] = {}
+        # session id -> recent (intervention id, monotonic time, frame); LRU-bounded.
+        self._recent: OrderedDict[str, deque[tuple[str, float, bytes]]] = OrderedDict()
+
+    def publish(self, value: bytes | None, kafka_ts_s: float | None = None) -> str:
+        """Fan one record out; returns its outcome (a ``FEED_OUTCOMES`` label)."""
+        outcome = self._publish(value, kafka_ts_s)
+        self.metrics.sse_feed.labels(outcome).inc()
+        return outcome
+
+    def _publish(self, value: bytes | None, kafka_ts_s: float | None) -> str:
+        try:
+            record = orjson.loads(value or b"")
+            session_id, intervention_id = record["session_id"], record["intervention_id"]
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            return "invalid"
+        if not isinstance(session_id, str) or not isinstance(intervention_id, str):
+            return "invalid"
+        if record.get("delivered") is not True:
+            return "holdout"
+        recent = self._recent.get(session_id)
+        if recent is not None and any(i == intervention_id for i, _, _ in recent):
+            return "duplicate"  # at-least-once upstream, or two workers' copies
+        frame = sse_frame("intervention", orjson.dumps(browser_view(record)), intervention_id)
+        if recent is None:
+            recent = self._recent[session_id] = deque(maxlen=self.replay_per_session)
+        recent.append((intervention_id, self.clock(), frame))
+        self._recent.move_to_end(session_id)
+        while len(self._recent) > self.max_sessions:
+            self._recent.popitem(last=False)
+        for subscriber in self._subscribers.get(session_id, ()):
+            if subscriber.push(frame):
+                self.metrics.sse_sent.inc()
+                if kafka_ts_s is not None:
+                    self.metrics.sse_delivery_latency.observe(max(0.0, time.time() - kafka_ts_s))
+        return "fanned_out"
+
+    def full(self) -> bool:
+        return self.streams >= self.max_streams
+
+    def subscribe(self, session_id: str, last_event_id: str | None) -> tuple[Subscriber, list[bytes]]:
+        """A new stream and the recent frames it has not seen (oldest first).
+
+        Runs without awaiting, so no record can fall between the backlog and the stream.
+        """
+        subscriber = Subscriber(session_id, self.backlog)
+        streams = self._subscribers.setdefault(session_id, [])
+        streams.append(subscriber)
+        self.streams += 1
+        self.metrics.sse_clients.inc()
+        while len(streams) > self.max_streams_per_session:
+            streams[0].close("replaced")  # a reload's old stream, probably already gone
+            self.unsubscribe(streams[0])
+        horizon = self.clock() - self.replay_s
+        recent = [(i, frame) for i, at, frame in self._recent.get(session_id, ()) if at >= horizon]
+        ids = [i for i, _ in recent]
+        if last_event_id in ids:
+            recent = recent[ids.index(last_event_id) + 1:]
+        return subscriber, [frame for _, frame in recent]
+
+    def unsubscribe(self, subscriber: Subscriber) -> None:
+        streams = self._subscribers.get(subscriber.session_id)
+        if not streams or subscriber not in streams:
+            return
+        streams.remove(subscriber)
+        if not streams:
+            del self._subscribers[subscriber.session_id]
+        self.streams -= 1
+        self.metrics.sse_clients.dec()
+        if subscriber.closed is not None:
+            self.metrics.sse_disconnects.labels(subscriber.closed).inc()
+
+    def close_all(self, reason: str = "shutdown") -> None:
+        for streams in list(self._subscribers.values()):
+            for subscriber in list(streams):
+                subscriber.close(reason)
+
+
+class InterventionFeed:
+    """Reads all partitions of the interventions topic from the end, into a Fanout."""
+
+    def __init__(self, bootstrap_servers: str, topic: str, fanout: Fanout, *,
+                 client_id: str = "frictionwatch-feed", refresh_s: float = 30.0) -> None:
+        self.bootstrap_servers = bootstrap_servers
+        self.topic = topic
+        self.fanout = fanout
+        self.client_id = client_id
+        self.refresh_s = refresh_s
+        self.ready = asyncio.Event()
+        self._positions: dict[int, int] = {}
+
+    async def _assign(self, consumer: AIOKafkaConsumer) -> None:
+        """Take every partition not yet taken: where we left off after a reconnect, the
+        end at the first start, the beginning for a partition added while running."""
+        partitions = consumer.partitions_for_topic(self.topic) or set()
+        have = consumer.assignment()
+        new = [tp for tp in (TopicPartition(self.topic, p) for p in sorted(partitions))
+               if tp not in have]
+        if not new:
+            return
+        consumer.assign([*have, *new])
+        for tp in new:
+            if tp.partition in self._positions:
+                consumer.seek(tp, self._positions[tp.partition])
+            elif not self.ready.is_set():
+                await consumer.seek_to_end(tp)
+            else:
+                await consumer.seek_to_beginning(tp)
+            # Resolve the position now, not at the first fetch: "ready" means reading.
+            self._positions[tp.partition] = await consumer.position(tp)
+        log.info("intervention feed reads partitions %s", sorted(self._positions))
+
+    async def run(self) -> None:
+        """Until cancelled (the worker stopping); reconnects while the broker is away."""
+        while True:
+            consumer = AIOKafkaConsumer(
+                bootstrap_servers=self.bootstrap_servers, client_id=self.client_id,
+                group_id=None, enable_auto_commit=False, fetch_max_wait_ms=50,
+            )
+            try:
+                await consumer.start()
+                while not consumer.partitions_for_topic(self.topic):
+                    await consumer._client.force_metadata_update()  # noqa: SLF001
+                    if not consumer.partitions_for_topic(self.topic):
+                        await asyncio.sleep(0.5)
+                await self._assign(consumer)
+                self.ready.set()
+                refreshed = time.monotonic()
+                while True:
+                    batch = await consumer.getmany(timeout_ms=1000, max_records=1000)
+                    for tp, messages in batch.items():
+                        for msg in messages:
+                            self.fanout.publish(msg.value, msg.timestamp / 1000)
+                        self._positions[tp.partition] = messages[-1].offset + 1
+                    if time.monotonic() - refreshed > self.refresh_s:
+                        refreshed = time.monotonic()
+                        await consumer._client.force_metadata_update()  # noqa: SLF001
+                        await self._assign(consumer)
+            except KafkaError as exc:
+                log.warning("intervention feed: %r; reconnecting in 1 s", exc)
+                await asyncio.sleep(1.0)
+            finally:
+                await consumer.stop()
