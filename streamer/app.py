@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from dataclasses import dataclass
 
 import faust
@@ -9,7 +11,7 @@ from faust.tables import TableManager
 
 from detectors.model import Models
 from detectors.session import Engine
-from streamer import agents, checkpoint, views
+from streamer import agents, checkpoint, lag, views
 from streamer.guard import Guard
 from streamer.metrics import Metrics
 from streamer.pipeline import Pipeline
@@ -63,6 +65,7 @@ def build(
         # less CPU per record on this machine, without hurting latency.
         producer_linger=0.005,
         TableManager=PromptTableManager,
+        datadir=settings.data_dir or os.path.join(tempfile.gettempdir(), "frictionwatch"),
         web_enabled=True,
         web_bind=settings.web_host,
         web_host=settings.web_host,
@@ -74,6 +77,7 @@ def build(
         engine, topics.session_to_state, metrics, max_record_bytes=settings.max_record_bytes
     )
     agents.register(app, topics, pipeline, settings)
+    lag.register(app, [topics.events], metrics.registry)
     checkpoint.install(app, topics, pipeline, settings, metrics)
     guard = Guard.from_settings(settings)
     views.register(app, topics, metrics, settings.max_record_bytes, guard=guard)

@@ -34,6 +34,8 @@ class Settings:
     web_host: str = "127.0.0.1"
     web_port: int = 6066
     store: str = "memory://"
+    #: Where Faust keeps local files (RocksDB tables); a temp dir when not set.
+    data_dir: str | None = None
     #: Bytes per Kafka record or per HTTP beacon; larger ones are refused as too_large.
     max_record_bytes: int = MAX_RECORD_BYTES
     #: A TOML file with detector sections and a [policy] section (see README).
@@ -105,7 +107,7 @@ class Settings:
             raw = env.get(f"FW_{f.name.upper()}")
             if raw is None or f.name == "detection":
                 continue
-            kind = type(getattr(cls, f.name, "")) if f.name != "config_file" else str
+            kind = str if f.name in ("config_file", "data_dir") else type(getattr(cls, f.name, ""))
             try:
                 values[f.name] = kind(raw)
             except ValueError:

@@ -85,20 +85,22 @@ class WorkerProcess:
 
 
 def start_worker(
-    broker: EmbeddedBroker, tmp: Path, app_id: str, *extra_args: str
+    broker: EmbeddedBroker, tmp: Path, app_id: str, *extra_args: str,
+    env: dict[str, str] | None = None,
 ) -> WorkerProcess:
     port = free_port()
     settings = Settings.load(broker=broker.address, app_id=app_id, partitions=2, web_port=port)
     asyncio.run(create_topics(broker.address, Topics.names(settings), settings.partitions))
     log = tmp / f"{app_id}.log"
-    with open(log, "wb") as fh:
+    with open(log, "ab") as fh:
         process = subprocess.Popen(
             [sys.executable, "-m", "streamer", "worker", "--broker", broker.address,
              "--app-id", app_id, "--partitions", "2", "--web-port", str(port),
              "--loglevel", "info", *extra_args],
             stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=ROOT,
             # The embedded broker holds a join for half the session timeout.
-            env={**os.environ, "FW_SESSION_TIMEOUT_S": "3", "FW_HEARTBEAT_INTERVAL_S": "0.5"},
+            env={**os.environ, "FW_SESSION_TIMEOUT_S": "3", "FW_HEARTBEAT_INTERVAL_S": "0.5",
+                 **(env or {})},
         )
     return WorkerProcess(process, f"http://127.0.0.1:{port}", settings, log)
 

@@ -49,9 +49,6 @@ pytestmark = [pytest.mark.broker, pytest.mark.promtool]
 #: skipped by the series checks (its name is still checked for being listed here), and
 #: the test fails once the worker exports it, so the entry cannot outlive its reason.
 PENDING_METRICS = frozenset({
-    # streamer/lag.py is written and tested (tests/deploy/test_lag.py); the worker
-    # exports it once streamer/app.py calls lag.register(...).
-    "frictionwatch_consumer_lag",
     # Issue 6, the stream's fleet-wide incident detection: gauge {route, failure}.
     "frictionwatch_incidents_open",
     # Issue 6, friction by normalized page route: counter {route, detector}.
