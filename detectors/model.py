@@ -100,10 +100,13 @@ class RiskModel:
 class AnomalyModel:
     """HalfSpaceTrees over min-max scaled features; flags the top ``1 - q`` of scores.
 
-    Scores before it learns; the first ``warmup`` sessions only teach it.
+    Scoring and learning are separate, because they run on different events: it
+    learns what normal looks like from a sample of all sessions, and scores only
+    where a flag could change a decision. Nothing is flagged before it has learned
+    from ``warmup`` samples.
     """
 
-    def __init__(self, q: float = 0.999, warmup: int = 2000, seed: int = 42) -> None:
+    def __init__(self, q: float = 0.999, warmup: int = 500, seed: int = 42) -> None:
         require("model.anomaly_quantile", q, 0.5, 0.99999)
         require("model.anomaly_warmup", warmup, 0, 10_000_000)
         self.q = q
@@ -113,12 +116,19 @@ class AnomalyModel:
         )
         self.seen = 0
 
-    def score_and_learn(self, x: Features) -> tuple[float, bool]:
+    def score(self, x: Features) -> tuple[float, bool]:
         score = float(self._model.score_one(x))
-        flagged = self.seen >= self.warmup and bool(self._model.classify(score))
+        return score, self.seen >= self.warmup and bool(self._model.classify(score))
+
+    def learn(self, x: Features) -> None:
         self._model.learn_one(x)
         self.seen += 1
-        return score, flagged
+
+    def score_and_learn(self, x: Features) -> tuple[float, bool]:
+        """Prequential: the score comes before the sample is learned."""
+        result = self.score(x)
+        self.learn(x)
+        return result
 
 
 class NudgeChooser:
@@ -165,11 +175,14 @@ class Models:
         learning_rate: float = 0.05,
         auc_window: int = 2000,
         anomaly_quantile: float = 0.999,
-        anomaly_warmup: int = 2000,
+        anomaly_warmup: int = 500,
         anomaly_strength: float = 0.2,
+        anomaly_sample: int = 8,
         seed: int = 42,
     ) -> None:
         require("model.anomaly_strength", anomaly_strength, 0, 1)
+        require("model.anomaly_sample", anomaly_sample, 1, 1_000_000)
+        self.anomaly_sample = anomaly_sample
         self.enabled = enabled
         self.anomaly_strength = anomaly_strength
         self.risk = RiskModel(learning_rate, auc_window)
@@ -182,7 +195,7 @@ class Models:
 
         known = (
             "enabled", "learning_rate", "auc_window", "anomaly_quantile", "anomaly_warmup",
-            "anomaly_strength", "seed",
+            "anomaly_strength", "anomaly_sample", "seed",
         )
         for key in section:
             if key not in known:

@@ -58,6 +58,11 @@ DEFAULT_MESSAGES: Mapping[str, str] = {
 }
 
 
+#: How much a high-risk session lowers the nudge and handoff thresholds.
+HIGH_RISK_NUDGE = 0.5
+HIGH_RISK_HANDOFF = 0.75
+
+
 @dataclass(frozen=True, slots=True)
 class Decision:
     """What the policy decided for one event; ``reasons`` are the signals behind it.
@@ -168,6 +173,13 @@ class Policy:
         """Could anything but a help request still reach this session?"""
         return not state.get("handed_off") and state.get("interventions", 0) < self.max_interventions
 
+    def could_tip(self, state: dict[str, Any], ts: int, extra: float) -> bool:
+        """Could ``extra`` score at ``ts`` reach the lowest nudge threshold there is?"""
+        score, at = state.get("score", 0.0), state.get("score_ts")
+        if at is not None and ts > at:
+            score *= 0.5 ** ((ts - at) / self.half_life_ms)
+        return bool(score + extra >= self.nudge_threshold * HIGH_RISK_NUDGE)
+
     def variants(self, key: str) -> list[str]:
         return list(self.messages.get(key) or self.messages["default"])
 
@@ -195,8 +207,8 @@ class Policy:
         if given >= self.max_interventions and not asked:
             return None
         urgent = risk is not None and risk >= self.high_risk
-        nudge_at = self.nudge_threshold * (0.5 if urgent else 1.0)
-        handoff_at = self.handoff_threshold * (0.75 if urgent else 1.0)
+        nudge_at = self.nudge_threshold * (HIGH_RISK_NUDGE if urgent else 1.0)
+        handoff_at = self.handoff_threshold * (HIGH_RISK_HANDOFF if urgent else 1.0)
         if (
             asked
             or any(s.action == "handoff" for s in signals)

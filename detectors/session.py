@@ -254,11 +254,7 @@ class Engine:
         models, is_open = self.models, self.policy.is_open(state.policy)
         anomaly = risk = None
         if models is not None and is_open and kind in MILESTONES:
-            anomaly, flagged = models.anomaly.score_and_learn(self.features(state))
-            if flagged and not state.model.get("flagged"):
-                state.model["flagged"] = True
-                signals.append(Signal("anomalous_session", models.anomaly_strength, event["ts"],
-                                      evidence={"score": round(anomaly, 4)}))
+            anomaly = self._look_for_anomaly(state, event, signals, models)
         for signal in signals:
             state.signal_counts[signal.detector] = state.signal_counts.get(signal.detector, 0) + 1
             _push(state.signals, {"ts": signal.ts, **signal.as_dict()}, MAX_SIGNALS)
@@ -276,6 +272,31 @@ class Engine:
         context = state.context() if decision and decision.kind == "handoff" else None
         return Outcome(state.session_id, tuple(signals), decision, context, risk=risk,
                        anomaly=anomaly, result=result, group=group)
+
+    def _look_for_anomaly(
+        self, state: SessionState, event: Event, signals: list[Signal], models: Models
+    ) -> float | None:
+        """Score only if a flag could tip a decision; learn from a sample of everyone.
+
+        A flag adds a weak signal: on a session with no friction it can never reach a
+        threshold, so scoring there would cost ~100 us for nothing.
+        """
+        x = None
+        score = None
+        weight = self.policy.weights.get("anomalous_session", 1.0)
+        if not state.model.get("flagged") and self.policy.could_tip(
+            state.policy, event["ts"], models.anomaly_strength * weight + sum(
+                s.strength * self.policy.weights.get(s.detector, 1.0) for s in signals)
+        ):
+            x = self.features(state)
+            score, flagged = models.anomaly.score(x)
+            if flagged:
+                state.model["flagged"] = True
+                signals.append(Signal("anomalous_session", models.anomaly_strength, event["ts"],
+                                      evidence={"score": round(score, 4)}))
+        if state.seq % models.anomaly_sample == 0:
+            models.anomaly.learn(x if x is not None else self.features(state))
+        return score
 
     def expire(self, state: SessionState) -> Outcome:
         """The session went quiet past the timeout: abandoned, unless it converted."""

@@ -11,7 +11,7 @@ from faust.tables import TableManager
 
 from detectors.model import Models
 from detectors.session import Engine
-from streamer import agents, checkpoint, lag, views
+from streamer import agents, checkpoint, lag, transport, views
 from streamer.guard import Guard
 from streamer.metrics import Metrics
 from streamer.pipeline import Pipeline
@@ -49,8 +49,9 @@ def build(
     engine = Engine.from_config(settings.detection)  # bad config fails here, before Kafka
     if models is not None and engine.models is not None:
         engine.models = models
-    app = faust.App(
+    app = transport.App(
         settings.app_id,
+        fetch_max_wait_ms=settings.fetch_max_wait_ms,
         broker=settings.broker_urls,
         store=settings.store,
         autodiscover=False,

@@ -46,6 +46,8 @@ class Settings:
     session_timeout_s: float = 10.0
     heartbeat_interval_s: float = 1.0
     loglevel: str = "warning"
+    #: The longest a consumer fetch waits for data (Faust hard-codes 1500).
+    fetch_max_wait_ms: int = 100
     #: A session silent for this long (event time, ms) is abandoned and its state freed.
     idle_timeout_ms: int = 1_800_000
     #: How often (seconds) the worker looks for idle sessions.
