@@ -6,6 +6,7 @@ import asyncio
 import subprocess
 import sys
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -96,11 +97,19 @@ def _lags(url: str) -> dict[tuple[str, str], float]:
     }
 
 
+@pytest.fixture
+def own_broker() -> Iterator[EmbeddedBroker]:
+    """A broker of its own: the shared one's events topic holds other tests' records."""
+    with EmbeddedBroker() as b:
+        yield b
+
+
 @pytest.mark.broker
 def test_lag_rises_while_the_worker_is_held_then_drains(
-    broker: EmbeddedBroker, tmp_path: Path
+    own_broker: EmbeddedBroker, tmp_path: Path
 ) -> None:
     """Records produced before the worker can process them show as lag, then drain to 0."""
+    broker = own_broker
     asyncio.run(create_topics(broker.address, [EVENTS], 2))
     records = [(f"s{i}".encode(), b'{"n": %d}' % i) for i in range(40)]
     asyncio.run(produce(broker.address, records))  # nothing consumes them yet
