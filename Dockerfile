@@ -21,8 +21,8 @@ COPY detectors/ detectors/
 COPY streamer/ streamer/
 RUN python -m pip install --upgrade pip && python -m pip install ".[rocksdb]"
 
-# Faust keeps its data directory (RocksDB tables) under the working directory:
-# docker-compose mounts one volume per worker here.
+# Faust keeps its data directory (RocksDB tables) in FW_DATA_DIR, which docker-compose
+# points into this directory, where it mounts one volume per worker.
 RUN useradd --system --create-home --home-dir /var/lib/frictionwatch frictionwatch
 USER frictionwatch
 WORKDIR /var/lib/frictionwatch

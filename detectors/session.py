@@ -25,8 +25,10 @@ import orjson
 from detectors import registry
 from detectors.base import Detector, Signal
 from detectors.events import KNOWN_TYPES, Event
+from detectors.incidents import IncidentDetector
 from detectors.model import Features, Models, features, learn_outcome, snapshot
 from detectors.policy import Decision, Policy
+from detectors.routes import Routes
 
 # Bounds on what a session remembers, so state size does not grow with its length.
 MAX_PAGES = 12
@@ -156,10 +158,13 @@ class Outcome:
     anomaly: float | None = None
     result: str | None = None
     group: str | None = None
+    #: The normalized route (see detectors/routes.py) of the page the signals came from.
+    route: str | None = None
 
     def records(self) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = [
-            {"kind": "signal", "session_id": self.session_id, "ts": s.ts, **s.as_dict()}
+            {"kind": "signal", "session_id": self.session_id, "ts": s.ts, **s.as_dict(),
+             "route": self.route}
             for s in self.signals
         ]
         if self.decision is not None:
@@ -204,14 +209,22 @@ class Engine:
         self.detectors = tuple(detectors)
         self.policy = policy
         self.models = models
+        #: Page routes of signals, and the fleet-wide incident rules (run by the caller).
+        self.routes = Routes()
+        self.incidents = IncidentDetector()
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any] | None = None) -> Engine:
-        """Build from a config mapping: detector sections, ``policy`` and ``model``."""
+        """Build from a config mapping: detector sections, ``policy``, ``model``,
+        ``routes`` and ``incidents``."""
         config = dict(config or {})
         policy = Policy.from_config(config.pop("policy", {}))
         models = Models.from_config(config.pop("model", {}))
-        return cls(registry.build(config), policy, models if models.enabled else None)
+        routes = Routes.from_config(config.pop("routes", {}))
+        incidents = IncidentDetector.from_config(config.pop("incidents", {}))
+        engine = cls(registry.build(config), policy, models if models.enabled else None)
+        engine.routes, engine.incidents = routes, incidents
+        return engine
 
     def features(self, state: SessionState) -> Features:
         p = state.policy
@@ -270,8 +283,9 @@ class Engine:
             if not decision.delivered:
                 state.model["holdout"] = True
         context = state.context() if decision and decision.kind == "handoff" else None
+        route = self.routes.route(event.get("page") or (state.pages[-1] if state.pages else None))
         return Outcome(state.session_id, tuple(signals), decision, context, risk=risk,
-                       anomaly=anomaly, result=result, group=group)
+                       anomaly=anomaly, result=result, group=group, route=route)
 
     def _look_for_anomaly(
         self, state: SessionState, event: Event, signals: list[Signal], models: Models

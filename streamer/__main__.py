@@ -1,4 +1,5 @@
-"""``frictionwatch`` (also ``python -m streamer``): run, worker, replay, compare, simulate, bench."""
+"""``frictionwatch`` (also ``python -m streamer``): run, worker, replay, compare, report,
+simulate, bench."""
 
 from __future__ import annotations
 
@@ -59,10 +60,12 @@ def cmd_replay(args: argparse.Namespace) -> int:
         return 2
     if args.out:
         with open(args.out, "wb") as out:
-            written = replay_file(args.file, engine, out, max_record_bytes=settings.max_record_bytes)
+            written = replay_file(args.file, engine, out, max_record_bytes=settings.max_record_bytes,
+                                  idle_ms=settings.idle_timeout_ms)
         print(f"wrote {written} lines to {args.out}", file=sys.stderr)
     else:
-        replay_file(args.file, engine, sys.stdout.buffer, max_record_bytes=settings.max_record_bytes)
+        replay_file(args.file, engine, sys.stdout.buffer, max_record_bytes=settings.max_record_bytes,
+                    idle_ms=settings.idle_timeout_ms)
     return 0
 
 
@@ -78,7 +81,8 @@ def _replay_report(args: argparse.Namespace, settings: Settings, engine: Engine)
         source = sys.stdin.buffer if args.file == "-" else stack.enter_context(open(args.file, "rb"))
         out = stack.enter_context(open(args.out, "wb")) if args.out else None
         report = evaluate.replay_report(source, engine, labels, out=out, err=sys.stderr,
-                                        max_record_bytes=settings.max_record_bytes)
+                                        max_record_bytes=settings.max_record_bytes,
+                                        idle_ms=settings.idle_timeout_ms)
     if args.json:
         evaluate.print_json(report)
     else:
@@ -111,7 +115,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
             source = stdin if stdin is not None else stack.enter_context(open(args.file, "rb"))
             reports.append(evaluate.replay_report(
                 source, engine, labels, err=sys.stderr, what=f"replay {name}",
-                max_record_bytes=settings.max_record_bytes))
+                max_record_bytes=settings.max_record_bytes, idle_ms=settings.idle_timeout_ms))
     if args.json:
         evaluate.print_json({"a": reports[0], "b": reports[1]})
     else:
@@ -120,10 +124,59 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from streamer import evaluate
+
+    if (args.file is None) == (not args.metrics):
+        print("frictionwatch: error: report needs a FILE to replay or --metrics URL, not both",
+              file=sys.stderr)
+        return 2
+    if args.metrics:
+        texts = []
+        for url in args.metrics:
+            try:
+                texts.append(evaluate.fetch_metrics(url))
+            except (OSError, ValueError) as exc:
+                print(f"frictionwatch: error: {url}: {exc}", file=sys.stderr)
+                return 2
+        try:
+            model = evaluate.model_from_text(texts)
+        except ValueError as exc:
+            print(f"frictionwatch: error: not Prometheus metrics: {exc}", file=sys.stderr)
+            return 2
+    else:
+        from detectors.session import Engine
+
+        settings = _settings(args)
+        engine = Engine.from_config(settings.detection)
+        with contextlib.ExitStack() as stack:
+            source = sys.stdin.buffer if args.file == "-" else stack.enter_context(open(args.file, "rb"))
+            model = evaluate.offline_report(source, engine, err=sys.stderr,
+                                            max_record_bytes=settings.max_record_bytes,
+                                            idle_ms=settings.idle_timeout_ms)
+    if args.json:
+        evaluate.print_json(model)
+    else:
+        print(evaluate.format_model(model))
+    return 0
+
+
 def cmd_simulate(args: argparse.Namespace) -> int:
     from streamer import simulate
 
-    sessions = list(simulate.generate(args.seed, args.sessions))
+    try:
+        sessions = list(simulate.generate(args.seed, args.sessions, nudge_effect=args.nudge_effect,
+                                          holdout_share=args.holdout_share))
+        if args.outage:
+            from streamer import outage
+
+            window = outage.Outage.parse(args.outage)
+            sessions = outage.inject(sessions, window)
+            print(f"outage: payments fail from ts {window.start_ts} to {window.end_ts}",
+                  file=sys.stderr)
+    except ValueError as exc:
+        print(f"frictionwatch: error: {exc}", file=sys.stderr)
+        return 2
     if args.events_out or args.labels_out:
         simulate.write_jsonl(sessions, args.events_out, args.labels_out)
         print(f"wrote {len(sessions)} sessions", file=sys.stderr)
@@ -192,6 +245,15 @@ def parser() -> argparse.ArgumentParser:
     cp.add_argument("--json", action="store_true", help='print {"a": report, "b": report}')
     cp.set_defaults(func=cmd_compare)
 
+    rt = sub.add_parser("report", help="risk AUC and uplift of interventions: offline over a "
+                        "replay, or live from workers' /metrics")
+    common(rt, kafka=False, web=False)
+    rt.add_argument("file", nargs="?", help="JSONL file of events to replay ('-' for stdin)")
+    rt.add_argument("--metrics", action="append", metavar="URL",
+                    help="a worker's /metrics URL instead of a file (repeat for more workers)")
+    rt.add_argument("--json", action="store_true", help="the report as one JSON object")
+    rt.set_defaults(func=cmd_report)
+
     sm = sub.add_parser("simulate", help="labelled synthetic traffic (seeded, reproducible)")
     common(sm, web=False)
     sm.add_argument("--seed", type=int, default=1)
@@ -199,6 +261,15 @@ def parser() -> argparse.ArgumentParser:
     sm.add_argument("--events-out", help="write events as JSONL here")
     sm.add_argument("--labels-out", help="write friction labels as JSONL here")
     sm.add_argument("--broker", help="also produce the traffic to this Kafka")
+    sm.add_argument("--nudge-effect", type=float, default=0.0,
+                    help="added to the conversion chance of friction sessions an intervention "
+                    "reaches (the true uplift; default 0)")
+    sm.add_argument("--holdout-share", type=float, default=0.0,
+                    help="the policy's holdout_share: friction sessions in the holdout get no "
+                    "effect (set the same [policy] holdout_share to replay; default 0)")
+    sm.add_argument("--outage", metavar="START_MIN:DURATION_MIN",
+                    help="the payment gateway fails for every session from START_MIN minutes "
+                    "into the traffic for DURATION_MIN minutes (see streamer/outage.py)")
     sm.set_defaults(func=cmd_simulate)
 
     bn = sub.add_parser("bench", help="throughput benchmark on the embedded broker")

@@ -11,7 +11,7 @@ from faust.tables import TableManager
 
 from detectors.model import Models
 from detectors.session import Engine
-from streamer import agents, checkpoint, lag, transport, views
+from streamer import agents, checkpoint, incidents, lag, transport, views
 from streamer.guard import Guard
 from streamer.metrics import Metrics
 from streamer.pipeline import Pipeline
@@ -78,6 +78,7 @@ def build(
         engine, topics.session_to_state, metrics, max_record_bytes=settings.max_record_bytes
     )
     agents.register(app, topics, pipeline, settings)
+    incidents.register(app, topics, settings, metrics)
     lag.register(app, [topics.events], metrics.registry)
     checkpoint.install(app, topics, pipeline, settings, metrics)
     guard = Guard.from_settings(settings)

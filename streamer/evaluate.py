@@ -33,6 +33,17 @@ Definitions (per detector *D*; ``tolerance_ms`` defaults to :data:`TOLERANCE_MS`
 
 Every number is finite: undefined ratios are null, never NaN.
 
+The models (:func:`model_report`; ``"model"`` in the replay report, null when the
+models are disabled; also what ``frictionwatch report`` prints):
+
+- ``risk_auc``: the risk model's rolling ROC AUC after the replay, over its last
+  ``auc_window`` outcomes, each scored before it was learned (prequential).
+- ``outcomes``: sessions whose outcome is known (after a replay: every session, as
+  the replay ends the ones still open); ``outcomes_learned``: what the model learned.
+- ``uplift``: conversion of ``treated`` sessions (shown an intervention) minus that of
+  ``holdout`` sessions (decided for, not shown), with Newcombe's 95% interval
+  (:func:`detectors.uplift.uplift`); ``none``: sessions no intervention was decided for.
+
 >>> labels = [{"session_id": "a", "type": "rage_click", "onset_ts": 100}]
 >>> records = [{"kind": "signal", "session_id": "a", "ts": 120, "detector": "rage_click"},
 ...            {"kind": "nudge", "session_id": "b", "ts": 50, "delivered": True}]
@@ -60,6 +71,8 @@ import orjson
 from detectors.events import Event
 from detectors.registry import REGISTRY
 from detectors.session import Engine, Outcome, SessionState
+from detectors.uplift import uplift
+from streamer.metrics import Metrics
 
 Label = dict[str, Any]
 Report = dict[str, Any]
@@ -247,6 +260,184 @@ def evaluate(
     }
 
 
+# -- the models: risk AUC, outcomes, uplift -------------------------------------------
+OUTCOMES_SAMPLE: Final = "frictionwatch_outcomes_total"
+RISK_AUC_SAMPLE: Final = "frictionwatch_model_risk_auc"
+LEARNED_SAMPLE: Final = "frictionwatch_model_outcomes_learned"
+GROUPS: Final = ("treated", "holdout", "none")
+
+
+def model_report(
+    outcomes: Mapping[tuple[str, str], float],
+    *,
+    risk_auc: float | None,
+    outcomes_learned: int | None = None,
+    confidence: float = 0.95,
+) -> Report:
+    """The ``"model"`` section from outcome counts by (result, group) and the AUC.
+
+    >>> counts = {("converted", "treated"): 30, ("abandoned", "treated"): 70,
+    ...           ("converted", "holdout"): 10, ("abandoned", "holdout"): 90}
+    >>> r = model_report(counts, risk_auc=0.91, outcomes_learned=200)
+    >>> r["outcomes"], r["uplift"]["estimate"], r["uplift"]["low"] > 0
+    (200, 0.2, True)
+    """
+    def count(result: str, group: str) -> int:
+        return int(outcomes.get((result, group), 0))
+
+    cells = {
+        g: (count("converted", g), count("converted", g) + count("abandoned", g)) for g in GROUPS
+    }
+    c, n = cells["none"]
+    return {
+        "risk_auc": None if risk_auc is None else round(risk_auc, 4),
+        "outcomes_learned": outcomes_learned,
+        "outcomes": sum(n for _, n in cells.values()),
+        "uplift": uplift(treated=cells["treated"], holdout=cells["holdout"], confidence=confidence),
+        "none": {"converted": c, "sessions": n, "rate": c / n if n else None},
+    }
+
+
+def model_from_samples(samples: Iterable[Any]) -> Report:
+    """:func:`model_report` from Prometheus samples (``.name``, ``.labels``, ``.value``).
+
+    The samples of a live worker's ``/metrics`` (``prometheus_client.parser``) and of a
+    replay's own registry (``registry.collect()``) read the same. The risk AUC is
+    null when no outcome was learned (models disabled, or nothing ended yet).
+    """
+    outcomes: dict[tuple[str, str], float] = {}
+    auc = learned = None
+    for sample in samples:
+        if sample.name == OUTCOMES_SAMPLE:
+            key = (sample.labels.get("result", ""), sample.labels.get("group", "none"))
+            outcomes[key] = outcomes.get(key, 0.0) + sample.value
+        elif sample.name == RISK_AUC_SAMPLE:
+            auc = float(sample.value)
+        elif sample.name == LEARNED_SAMPLE:
+            learned = int(sample.value)
+    return model_report(outcomes, risk_auc=auc if learned else None, outcomes_learned=learned)
+
+
+def _samples(families: Iterable[Any]) -> Iterator[Any]:
+    for family in families:
+        yield from family.samples
+
+
+def model_from_metrics(metrics: Metrics, engine: Engine) -> Report:
+    """The section after a replay: the replay's counters and the engine's models."""
+    models = engine.models
+    if models is not None:  # what the worker's gauge timer does
+        metrics.risk_auc.set(models.risk.auc)
+        metrics.model_learned.set(models.risk.learned)
+    return model_from_samples(_samples(metrics.registry.collect()))
+
+
+def model_from_text(texts: Iterable[str]) -> Report:
+    """The section from Prometheus text exposition, one text per worker.
+
+    Outcomes add up over workers; the risk AUC is the workers' AUCs weighted by the
+    outcomes each learned (each worker's model learns only its own sessions).
+    """
+    from prometheus_client.parser import text_string_to_metric_families
+
+    samples: list[Any] = []
+    workers = []
+    for text in texts:
+        own = list(_samples(text_string_to_metric_families(text)))
+        samples += [s for s in own if s.name == OUTCOMES_SAMPLE]
+        workers.append(model_from_samples(own))
+    report = model_from_samples(samples)
+    learned = sum(w["outcomes_learned"] or 0 for w in workers if w["risk_auc"] is not None)
+    if learned:
+        report["risk_auc"] = round(sum(
+            w["risk_auc"] * w["outcomes_learned"] for w in workers if w["risk_auc"] is not None
+        ) / learned, 4)
+        report["outcomes_learned"] = learned
+    if len(workers) > 1:
+        report["workers"] = [
+            {"risk_auc": w["risk_auc"], "outcomes_learned": w["outcomes_learned"],
+             "outcomes": w["outcomes"]} for w in workers
+        ]
+    return report
+
+
+def fetch_metrics(url: str, timeout_s: float = 10.0) -> str:
+    """GET a worker's ``/metrics`` (a bare host:port gets ``http://`` and ``/metrics``)."""
+    import urllib.request
+
+    if "://" not in url:
+        url = f"http://{url}"
+    if url.count("/") == 2:
+        url += "/metrics"
+    with urllib.request.urlopen(url, timeout=timeout_s) as response:  # noqa: S310
+        body: bytes = response.read()
+    return body.decode()
+
+
+def offline_report(
+    lines: Iterable[bytes],
+    engine: Engine,
+    *,
+    max_record_bytes: int,
+    idle_ms: int,
+    err: IO[str] | None = None,
+) -> Report:
+    """``frictionwatch report FILE``: replay, then the model section (labels not needed)."""
+    from streamer.replay import replay_lines
+
+    metrics = Metrics()
+    for _ in replay_lines(_progress(lines, err, "report"), engine, max_record_bytes=max_record_bytes,
+                          errors=err, idle_ms=idle_ms, metrics=metrics):
+        pass
+    report = model_from_metrics(metrics, engine)
+    report["models"] = engine.models is not None
+    return report
+
+
+def _signed(value: float | None) -> str:
+    return "-" if value is None else f"{value:+.4f}"
+
+
+def format_model(model: Report) -> str:
+    """The model section as lines of text (``frictionwatch report``).
+
+    >>> counts = {("converted", "treated"): 30, ("abandoned", "treated"): 70,
+    ...           ("converted", "holdout"): 10, ("abandoned", "holdout"): 90}
+    >>> print(format_model(model_report(counts, risk_auc=0.91, outcomes_learned=200)))
+    risk AUC (prequential, rolling)    0.9100  (200 outcomes learned)
+    outcomes                           200
+    conversion treated                 0.3000  (30 / 100)
+    conversion holdout                 0.1000  (10 / 100)
+    conversion none (no intervention)  -
+    uplift (treated - holdout)         +0.2000  95% CI [+0.0900, +0.3058]
+    """
+    u = model["uplift"]
+    rows: list[tuple[str, str]] = []
+    auc = model["risk_auc"]
+    learned = model.get("outcomes_learned")
+    rows.append(("risk AUC (prequential, rolling)", "-" if auc is None else (
+        f"{auc:.4f}" + (f"  ({learned} outcomes learned)" if learned is not None else ""))))
+    rows.append(("outcomes", str(model["outcomes"])))
+    for name, cell in (("treated", u["treated"]), ("holdout", u["holdout"]),
+                       ("none (no intervention)", model["none"])):
+        rate = cell["rate"]
+        rows.append((f"conversion {name}", "-" if rate is None else
+                     f"{rate:.4f}  ({cell['converted']} / {cell['sessions']})"))
+    level = f"{u['confidence']:.0%}"
+    if u["estimate"] is not None:
+        estimate = f"{_signed(u['estimate'])}  {level} CI [{_signed(u['low'])}, {_signed(u['high'])}]"
+    elif not u["holdout"]["sessions"]:
+        estimate = "-  (no holdout sessions: set [policy] holdout_share)"
+    else:
+        estimate = "-  (no treated sessions)"
+    rows.append(("uplift (treated - holdout)", estimate))
+    for i, worker in enumerate(model.get("workers", ()), 1):
+        rows.append((f"  worker {i}", f"risk AUC {_fmt(worker['risk_auc'], 4)}, "
+                     f"{worker['outcomes']} outcomes"))
+    width = max(len(label) for label, _ in rows)
+    return "\n".join(f"{label.ljust(width)}  {value}" for label, value in rows)
+
+
 # -- running a replay for it ---------------------------------------------------------
 class _Observed(Engine):
     """The same engine, also noting each session and (if labelled) its events' ts.
@@ -257,6 +448,7 @@ class _Observed(Engine):
 
     def __init__(self, engine: Engine, keep_ts: set[str]) -> None:
         super().__init__(engine.detectors, engine.policy, engine.models)
+        self.routes, self.incidents = engine.routes, engine.incidents
         self.keep_ts = keep_ts
         self.sessions: dict[str, list[int]] = {}
 
@@ -289,21 +481,29 @@ def replay_report(
     err: IO[str] | None = None,
     what: str = "replay",
     tolerance_ms: int = TOLERANCE_MS,
+    idle_ms: int | None = None,
 ) -> Report:
     """Replay ``lines`` through ``engine`` and evaluate against ``labels``.
 
     ``out`` (if given) still receives every output record as a JSON line, as plain
-    ``replay`` writes them; ``err`` gets bad-line reports and progress.
+    ``replay`` writes them; ``err`` gets bad-line reports and progress. ``idle_ms``
+    (default: the settings' default) ends sessions idle that long during the replay;
+    the report's ``"model"`` is :func:`model_report` after it (null without models).
     """
     from streamer.replay import replay_lines
+    from streamer.settings import Settings
 
     observed = _Observed(engine, {label["session_id"] for label in labels})
+    metrics = Metrics()
     records: list[dict[str, Any]] = []
     for record in replay_lines(
-        _progress(lines, err, what), observed, max_record_bytes=max_record_bytes, errors=err
+        _progress(lines, err, what), observed, max_record_bytes=max_record_bytes, errors=err,
+        idle_ms=Settings.idle_timeout_ms if idle_ms is None else idle_ms, metrics=metrics,
     ):
         if out is not None:
             out.write(orjson.dumps(record) + b"\n")
+        if record["kind"] in ("incident_open", "incident_close"):
+            continue  # fleet-wide, not a session's: nothing here measures them
         # Keep only what the metrics read: contexts and evidence can be large.
         slim = {"kind": record["kind"], "session_id": record["session_id"], "ts": record["ts"]}
         if record["kind"] == "signal":
@@ -311,10 +511,12 @@ def replay_report(
         else:
             slim["delivered"] = record.get("delivered", True)
         records.append(slim)
-    return evaluate(
+    report = evaluate(
         records, labels, observed.sessions,
         detectors=[*REGISTRY, *(d.name for d in engine.detectors)], tolerance_ms=tolerance_ms,
     )
+    report["model"] = model_from_metrics(metrics, engine) if engine.models is not None else None
+    return report
 
 
 # -- rendering -------------------------------------------------------------------------
@@ -345,7 +547,7 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
 def _summary(report: Report) -> list[tuple[str, Any, int]]:
     """(label, value, digits) of the summary lines."""
     by_kind = report["interventions_per_session_by_kind"]
-    return [
+    rows = [
         ("sessions", report["sessions"], 0),
         ("labelled sessions", report["labelled_sessions"], 0),
         ("clean sessions", report["clean_sessions"], 0),
@@ -357,6 +559,19 @@ def _summary(report: Report) -> list[tuple[str, Any, int]]:
         ("holdout interventions", report["holdout_interventions"], 0),
         ("holdout sessions", report["holdout_sessions"], 0),
     ]
+    if "model" in report:  # a replay's report: the models' lines, "-" when disabled
+        model = report["model"] or {}
+        u = model.get("uplift", {})
+        rows += [
+            ("risk AUC (prequential)", model.get("risk_auc"), 4),
+            ("outcomes", model.get("outcomes"), 0),
+            ("conversion treated", u.get("treated", {}).get("rate"), 4),
+            ("conversion holdout", u.get("holdout", {}).get("rate"), 4),
+            ("uplift (treated - holdout)", u.get("estimate"), 4),
+            ("  uplift 95% low", u.get("low"), 4),
+            ("  uplift 95% high", u.get("high"), 4),
+        ]
+    return rows
 
 
 def format_report(report: Report) -> str:

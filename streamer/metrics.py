@@ -1,7 +1,7 @@
 """All of the worker's Prometheus metrics, in one bundle made against a registry.
 
-Labels are bounded sets only (event type, reason, detector, kind): never a session
-id, a URL or anything else a client controls.
+Labels are bounded sets only (event type, reason, detector, kind, page route from the
+configured patterns): never a session id, a URL or anything else a client controls.
 """
 
 from __future__ import annotations
@@ -57,6 +57,23 @@ class Metrics:
             "From the event record's Kafka timestamp to the decision on it.",
             buckets=LATENCY_BUCKETS, registry=r,
         )
+        self.friction_by_route = Counter(
+            "frictionwatch_friction_by_route",
+            "Detector signals by normalized page route ([routes] patterns, else 'other') and "
+            "detector.", ["route", "detector"], registry=r,
+        )
+        self.incidents_open = Gauge(
+            "frictionwatch_incidents_open",
+            "1 while a fleet-wide incident is open on this route and failure, 0 for keys this "
+            "worker watches with none open.", ["route", "failure"], registry=r,
+        )
+        self.incident_changes = Counter(
+            "frictionwatch_incident_changes",
+            "Incident records published on frictionwatch.incidents, by kind (open, close).",
+            ["kind"], registry=r,
+        )
+        for kind in ("open", "close"):
+            self.incident_changes.labels(kind)
         self.active_sessions = Gauge(
             "frictionwatch_active_sessions", "Sessions with state on this worker.", registry=r
         )

@@ -159,6 +159,7 @@ class Pipeline:
         m = self.metrics
         for signal in outcome.signals:
             m.signals.labels(signal.detector).inc()
+            m.friction_by_route.labels(outcome.route or "other", signal.detector).inc()
         if outcome.decision is not None:
             d = outcome.decision
             m.interventions.labels(d.kind, "true" if d.delivered else "false").inc()

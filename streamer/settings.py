@@ -24,6 +24,7 @@ INTERVENTIONS_TOPIC = "frictionwatch.interventions"
 SIGNALS_TOPIC = "frictionwatch.signals"
 DEADLETTER_TOPIC = "frictionwatch.deadletter"
 MODELS_TOPIC = "frictionwatch.models"
+INCIDENTS_TOPIC = "frictionwatch.incidents"
 
 
 @dataclass(frozen=True)

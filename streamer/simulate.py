@@ -27,6 +27,14 @@ per 30 s. Friction episodes cross those lines on purpose, and label where they d
 Friction kinds are a table (:data:`EPISODES`); a new kind is one function that
 appends events with the builder and calls ``label()`` for each detector it expects.
 
+Outcomes depend on friction: every session ends converted (a ``purchase`` after a
+checkout) or abandoned (a ``session_end``, or just silence for the idle sweep to
+find). Clean shoppers buy at a moderate rate and those who leave mostly leave early;
+friction sessions mostly leave, less so when an intervention reaches them
+(``nudge_effect``, for sessions outside the policy's holdout). The outcome is drawn
+from its own seeded generator after the friction, and the closing events fire no
+detector, so the labels do not depend on it.
+
 >>> s = next(generate(seed=7, sessions=1, friction_share=1.0))
 >>> s.session_id, s.friction, {label["session_id"] for label in s.labels}
 ('sim-7-000000', True, {'sim-7-000000'})
@@ -47,6 +55,8 @@ from typing import Any, Final, NamedTuple
 
 import orjson
 
+from detectors.policy import in_holdout
+
 Event = dict[str, Any]
 Label = dict[str, Any]
 
@@ -63,6 +73,15 @@ MAX_BATCH: Final = 20
 FLUSH_MS: Final = 5000
 
 _ABSENT: Final = object()
+
+# The outcome model (see conversion_probability and _finish).
+#: Chance that a clean shopper buys, and that one who met friction does (no nudge).
+CLEAN_CONVERSION: Final = 0.45
+FRICTION_CONVERSION: Final = 0.15
+#: Share of the clean shoppers who leave that get as far as the checkout page first.
+CART_ABANDONMENT: Final = 0.25
+#: Share of sessions that end with a ``session_end``; the others just go quiet.
+SESSION_END_SHARE: Final = 0.6
 
 # The detectors' defaults the generator plans around (see the module docstring).
 QUICK_BACK_MS: Final = 3000  # navigation_loop.quick_back_ms
@@ -161,12 +180,55 @@ API_URLS: Final = (
 
 @dataclass(frozen=True, slots=True)
 class SimSession:
-    """One synthetic shopper: events in ``ts`` order and the labels they should raise."""
+    """One synthetic shopper: events in ``ts`` order and the labels they should raise.
+
+    ``converted``: it ends with a ``purchase``; ``holdout``: an intervention decided
+    for it would not be shown (see :func:`ground_truth` to read both from events).
+    """
 
     session_id: str
     events: list[Event]
     labels: list[Label]
     friction: bool
+    converted: bool = False
+    holdout: bool = False
+
+
+class Truth(NamedTuple):
+    """What the simulator knows about one session; ``treated``: the nudge effect
+    applied to it (friction, not in the holdout)."""
+
+    converted: bool
+    friction: bool
+    holdout: bool
+
+    @property
+    def treated(self) -> bool:
+        return self.friction and not self.holdout
+
+
+def ground_truth(
+    events: Iterable[Event], labels: Iterable[Label] = (), *, holdout_share: float = 0.0
+) -> dict[str, Truth]:
+    """Per session: converted (a ``purchase`` is among its events), friction (it has a
+    label), holdout (by the policy's hash at ``holdout_share``). No extra file needed:
+    the events and labels that ``simulate`` writes are enough.
+
+    >>> some = list(generate(seed=4, sessions=40, nudge_effect=0.2, holdout_share=0.3))
+    >>> truth = ground_truth((e for s in some for e in s.events),
+    ...                      (lb for s in some for lb in s.labels), holdout_share=0.3)
+    >>> all(truth[s.session_id] == (s.converted, s.friction, s.holdout) for s in some)
+    True
+    """
+    converted: dict[str, bool] = {}
+    for event in events:
+        sid = event["session_id"]
+        converted[sid] = converted.get(sid, False) or event["type"] == "purchase"
+    friction = {label["session_id"] for label in labels}
+    return {
+        sid: Truth(bought, sid in friction, in_holdout(sid, holdout_share))
+        for sid, bought in converted.items()
+    }
 
 
 class _Builder:
@@ -707,11 +769,9 @@ def checkout_failure(b: _Builder) -> None:
             b.label("checkout_failure", failed)
         if b.rng.random() < 0.3:  # tries another card, with its own problem
             reason, code = b.rng.choice(FAILURES)
-    if b.rng.random() < 0.4:
-        _pay(b)
-        _purchase(b)
-    else:
-        b.checkout_locked = True
+    # The failing checkout stays open: whether the customer pays in the end is the
+    # session's outcome (see _finish), and no further payment may fail in it.
+    b.checkout_locked = True
 
 
 def help_request(b: _Builder) -> None:
@@ -759,7 +819,8 @@ def error_click(b: _Builder) -> None:
 
 def form_struggle(b: _Builder) -> None:
     """One checkout field fails validation 3-5 times in a row (each retry takes
-    seconds, so the third lands well within 2 minutes); then pays or gives up."""
+    seconds, so the third lands well within 2 minutes); paying or giving up is the
+    session's outcome (see _finish)."""
     _to_checkout(b)
     field = b.rng.choice(sorted(FORM_FIELDS))
     target, message = FORM_FIELDS[field]
@@ -776,9 +837,6 @@ def form_struggle(b: _Builder) -> None:
         b.after(800, 3000)
         b.click(target, b.rng.randint(5, 60))
         b.after(1500, 6000)  # typing it again
-    if b.rng.random() < 0.5:
-        _pay(b)
-        _purchase(b)
 
 
 def _new_pages(make: Callable[[], tuple[str, str]], avoid: set[str]) -> tuple[str, str]:
@@ -962,7 +1020,75 @@ def _pick_episodes(rng: random.Random) -> list[str]:
     return chosen
 
 
-def _session(session_id: str, start: int, rng: random.Random, friction: bool) -> SimSession:
+def conversion_probability(friction: bool, treated: bool, nudge_effect: float) -> float:
+    """The chance that a shopper buys: the simulator's outcome model.
+
+    Clean shoppers buy at :data:`CLEAN_CONVERSION`; friction mostly ends in
+    abandonment (:data:`FRICTION_CONVERSION`), unless an intervention was delivered
+    (``treated``: a friction session outside the holdout), which adds ``nudge_effect``.
+
+    >>> conversion_probability(False, False, 0.2), conversion_probability(True, False, 0.2)
+    (0.45, 0.15)
+    >>> round(conversion_probability(True, True, 0.2), 2)
+    0.35
+    """
+    if not friction:
+        return CLEAN_CONVERSION
+    return min(1.0, max(0.0, FRICTION_CONVERSION + (nudge_effect if treated else 0.0)))
+
+
+def true_uplift(nudge_effect: float) -> float:
+    """The causal effect of an intervention on a friction session's conversion.
+
+    What the uplift report estimates from treated versus holdout sessions.
+
+    >>> round(true_uplift(0.2), 6), true_uplift(0.0)
+    (0.2, 0.0)
+    """
+    return conversion_probability(True, True, nudge_effect) - conversion_probability(
+        True, False, nudge_effect
+    )
+
+
+def _finish(b: _Builder, friction: bool, converted: bool) -> None:
+    """The session's last act: it pays (converted) or leaves (abandoned).
+
+    Nothing here fires a rule detector, so the friction episodes alone decide who
+    gets an intervention, whatever the outcome. A clean shopper who buys browses on
+    and checks out; one who leaves mostly does so early, sometimes from the checkout
+    page without paying. A shopper who met friction and buys pays without further
+    trouble (a failing checkout is still open: its failure count is only reset by the
+    purchase itself).
+    """
+    rng = b.rng
+    if not friction:
+        if converted:
+            _browse(b, rng.randint(0, 6))
+            _checkout(b)
+        elif rng.random() < CART_ABANDONMENT:
+            _to_checkout(b)
+    elif converted:
+        if b.page != "/checkout":
+            _to_checkout(b)
+        _pay(b)
+        _purchase(b)
+    if rng.random() < SESSION_END_SHARE:  # else it just goes quiet: the idle sweep ends it
+        b.after(500, 3000)
+        b.emit("session_end")
+
+
+def _session(
+    session_id: str,
+    start: int,
+    rng: random.Random,
+    friction: bool,
+    *,
+    fate: float,
+    nudge_effect: float,
+    holdout_share: float,
+) -> SimSession:
+    """One shopper; ``fate`` (uniform in [0, 1), from its own generator) decides the
+    outcome, so everything before :func:`_finish` is the same whatever it is."""
     b = _Builder(session_id, start, rng)
     referrer = rng.choice((None, "https://www.google.com/", "https://news.example/deals"))
     b.view(rng.choice(("/", "/", "/", "/c/sale")), referrer)
@@ -973,14 +1099,10 @@ def _session(session_id: str, start: int, rng: random.Random, friction: bool) ->
             EPISODES[name].generate(b)
             b.episode = ""
             _browse(b, rng.randint(0, 3))
-    else:
-        _browse(b, rng.randint(0, 6))
-    if not b.checkout_locked and not b.purchased and rng.random() < 0.4:
-        _checkout(b)
-    if rng.random() < 0.6:
-        b.after(500, 3000)
-        b.emit("session_end")
-    return SimSession(session_id, b.events, b.labels, friction)
+    holdout = in_holdout(session_id, holdout_share)
+    converted = fate < conversion_probability(friction, not holdout, nudge_effect)
+    _finish(b, friction, converted)
+    return SimSession(session_id, b.events, b.labels, friction, converted, holdout)
 
 
 def generate(
@@ -989,17 +1111,30 @@ def generate(
     *,
     start_ts: int = DEFAULT_START_TS,
     friction_share: float = 0.3,
+    nudge_effect: float = 0.0,
+    holdout_share: float = 0.0,
 ) -> Iterator[SimSession]:
-    """Yield ``sessions`` shoppers; session *i* depends only on ``seed`` and *i*.
+    """Yield ``sessions`` shoppers; session *i* depends only on the arguments and *i*.
 
     A new session starts every 200-800 ms of event time, so sessions overlap like
     real traffic; about ``friction_share`` of them carry one (sometimes two) labelled
-    friction episodes.
+    friction episodes. Each session ends converted (a ``purchase``) or abandoned (a
+    ``session_end``, or silence), with :func:`conversion_probability`: an intervention
+    delivered to a friction session (one not in the policy's holdout, by
+    :func:`detectors.policy.in_holdout` with ``holdout_share``: set the same share in
+    the ``[policy]`` section) adds ``nudge_effect`` to its chance of buying.
     """
     if sessions < 0:
         raise ValueError(f"sessions = {sessions} must be >= 0")
     if not 0.0 <= friction_share <= 1.0:
         raise ValueError(f"friction_share = {friction_share} must be between 0 and 1")
+    if not -FRICTION_CONVERSION <= nudge_effect <= 1.0 - FRICTION_CONVERSION:
+        raise ValueError(
+            f"nudge_effect = {nudge_effect} must be between {-FRICTION_CONVERSION} and "
+            f"{1.0 - FRICTION_CONVERSION} (a friction session converts at {FRICTION_CONVERSION})"
+        )
+    if not 0.0 <= holdout_share <= 1.0:
+        raise ValueError(f"holdout_share = {holdout_share} must be between 0 and 1")
     if start_ts < 0:
         raise ValueError(f"start_ts = {start_ts} must be >= 0 (ms since epoch)")
     starts = random.Random(f"frictionwatch-sim-starts:{seed}")
@@ -1007,7 +1142,9 @@ def generate(
     for i in range(sessions):
         rng = random.Random(f"frictionwatch-sim:{seed}:{i}")
         friction = rng.random() < friction_share
-        yield _session(f"sim-{seed}-{i:06d}", start, rng, friction)
+        fate = random.Random(f"frictionwatch-sim-outcome:{seed}:{i}").random()
+        yield _session(f"sim-{seed}-{i:06d}", start, rng, friction, fate=fate,
+                       nudge_effect=nudge_effect, holdout_share=holdout_share)
         start += starts.randint(*SESSION_GAP_MS)
 
 

@@ -9,6 +9,7 @@ import faust
 from streamer.settings import (
     DEADLETTER_TOPIC,
     EVENTS_TOPIC,
+    INCIDENTS_TOPIC,
     INTERVENTIONS_TOPIC,
     MODELS_TOPIC,
     SIGNALS_TOPIC,
@@ -16,6 +17,12 @@ from streamer.settings import (
 )
 
 SESSIONS_TABLE = "session_to_state"
+INCIDENTS_TABLE = "incident_to_state"
+
+
+def incident_signals_topic(settings: Settings) -> str:
+    """The app's own topic of signals keyed by incident key (``route|failure``)."""
+    return f"{settings.app_id}-signals_by_incident-repartition"
 
 
 @dataclass(frozen=True)
@@ -28,17 +35,25 @@ class Topics:
     models: faust.TopicT
     #: session id -> SessionState as orjson bytes; changelog-backed.
     session_to_state: faust.Table
+    #: Incident opens and closes (streamer/incidents.py), key = "route|failure".
+    incidents: faust.TopicT
+    #: Signals repartitioned by incident key: each key's observations on one partition.
+    signals_by_incident: faust.TopicT
+    #: "route|failure" -> the key's incident detector state as orjson; changelog-backed.
+    incident_to_state: faust.Table
 
     @staticmethod
     def names(settings: Settings) -> list[str]:
         """Every topic the app uses, the table changelog included, for pre-creation."""
         changelog = f"{settings.app_id}-{SESSIONS_TABLE}-changelog"
         return [EVENTS_TOPIC, INTERVENTIONS_TOPIC, SIGNALS_TOPIC, DEADLETTER_TOPIC, MODELS_TOPIC,
-                changelog]
+                changelog, INCIDENTS_TOPIC, incident_signals_topic(settings),
+                f"{settings.app_id}-{INCIDENTS_TABLE}-changelog"]
 
     @staticmethod
     def compacted(settings: Settings) -> list[str]:
-        return [MODELS_TOPIC, f"{settings.app_id}-{SESSIONS_TABLE}-changelog"]
+        return [MODELS_TOPIC, f"{settings.app_id}-{SESSIONS_TABLE}-changelog",
+                f"{settings.app_id}-{INCIDENTS_TABLE}-changelog"]
 
 
 def declare(app: faust.App, settings: Settings) -> Topics:
@@ -60,6 +75,14 @@ def declare(app: faust.App, settings: Settings) -> Topics:
         # session's state lands in its own partition even when written from a batch.
         session_to_state=app.Table(
             SESSIONS_TABLE, key_type=bytes, value_type=bytes, partitions=settings.partitions,
+            use_partitioner=True,
+        ),
+        incidents=topic(INCIDENTS_TOPIC),
+        signals_by_incident=topic(incident_signals_topic(settings)),
+        # Placed by key like the repartitioned signals, so a key's state sits in the
+        # partition of its observations (and timers may write it).
+        incident_to_state=app.Table(
+            INCIDENTS_TABLE, key_type=bytes, value_type=bytes, partitions=settings.partitions,
             use_partitioner=True,
         ),
     )

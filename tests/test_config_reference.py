@@ -6,9 +6,11 @@ import inspect
 import tomllib
 from pathlib import Path
 
+from detectors.incidents import IncidentDetector
 from detectors.model import Models
 from detectors.policy import DEFAULT_MESSAGES, Policy
 from detectors.registry import REGISTRY
+from detectors.routes import DEFAULT_PATTERNS
 from detectors.session import Engine
 
 REFERENCE = Path(__file__).resolve().parent.parent / "deploy" / "frictionwatch.toml"
@@ -33,3 +35,5 @@ def test_reference_config_loads_and_lists_every_key_at_its_default() -> None:
     assert policy.pop("weights") == {}
     assert policy == {k: v for k, v in _defaults(Policy).items() if k not in ("messages", "weights")}
     assert config["model"] == _defaults(Models)
+    assert config["routes"] == {"patterns": list(DEFAULT_PATTERNS)}
+    assert config["incidents"] == _defaults(IncidentDetector)

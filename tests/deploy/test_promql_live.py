@@ -2,10 +2,13 @@
 
 A Prometheus (Debian package ``prometheus``) scrapes a worker on the embedded broker
 every second and evaluates deploy/prometheus/rules; the worker is fed simulated
-shopping sessions. Then every dashboard target, every rule expression and every
-recorded series must return at least one series. Alert conditions are cut at their
-comparisons and set operators (see ``promql.operands``), so ``x > 10000`` checks that
-``x`` exists, not that the alert fires. A metric name with a typo, or one the worker
+shopping sessions that end during a payment outage, so an incident is open too (the
+incident panels count open ones). The worker and its broker are this module's own:
+incident detection is fleet-wide, every signal on the broker counts. Then every
+dashboard target, every rule expression and every recorded series must return at
+least one series. Alert conditions are cut at their comparisons and set operators
+(see ``promql.operands``), so ``x > 10000`` checks that ``x`` exists, not that the
+alert fires. A metric name with a typo, or one the worker
 does not export, therefore fails the suite.
 """
 
@@ -27,9 +30,9 @@ import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from streamer import simulate
-from streamer.embedded import free_port
-from tests.conftest import WorkerProcess, need_tool, produce, stop_process, wait_for
+from streamer import outage, simulate
+from streamer.embedded import EmbeddedBroker, free_port
+from tests.conftest import WorkerProcess, need_tool, produce, start_worker, stop_process, wait_for
 from tests.deploy.promql import (
     DASHBOARDS,
     PROMETHEUS_CONFIG,
@@ -48,12 +51,7 @@ pytestmark = [pytest.mark.broker, pytest.mark.promtool]
 #: Metrics the dashboard or rules use that the worker does not export yet. Each is
 #: skipped by the series checks (its name is still checked for being listed here), and
 #: the test fails once the worker exports it, so the entry cannot outlive its reason.
-PENDING_METRICS = frozenset({
-    # Issue 6, the stream's fleet-wide incident detection: gauge {route, failure}.
-    "frictionwatch_incidents_open",
-    # Issue 6, friction by normalized page route: counter {route, detector}.
-    "frictionwatch_friction_by_route_total",
-})
+PENDING_METRICS: frozenset[str] = frozenset()
 
 BASE_TS = 1_767_225_600_000
 SETTLE_S = 90
@@ -93,6 +91,21 @@ def _ready(url: str) -> bool:
 
 
 @pytest.fixture(scope="module")
+def worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerProcess]:
+    """Rules only (as the shared worker), incidents after one minute of learning."""
+    tmp = tmp_path_factory.mktemp("promql-worker")
+    config = tmp / "live.toml"
+    config.write_text("[model]\nenabled = false\n\n[incidents]\nlearn_ms = 60000\n")
+    with EmbeddedBroker() as broker:
+        w = start_worker(broker, tmp, "fw-promql-live", "--config", str(config))
+        try:
+            w.wait_consuming(broker)
+            yield w
+        finally:
+            stop_process(w.process)
+
+
+@pytest.fixture(scope="module")
 def prometheus(worker: WorkerProcess, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prometheus]:
     binary = need_tool("prometheus")
     tmp = tmp_path_factory.mktemp("prometheus")
@@ -123,8 +136,12 @@ def prometheus(worker: WorkerProcess, tmp_path_factory: pytest.TempPathFactory) 
 
 
 def _feed(worker: WorkerProcess) -> None:
-    """Simulated sessions through Kafka (friction included) and one beacon over HTTP."""
-    sessions = list(simulate.generate(seed=606, sessions=300, start_ts=BASE_TS))
+    """Simulated sessions through Kafka (friction included) and one beacon over HTTP.
+
+    Payments fail for everyone from minute 2 to the end: the incident stays open.
+    """
+    sessions = outage.inject(simulate.generate(seed=606, sessions=600, start_ts=BASE_TS),
+                             outage.Outage.parse("2:10", BASE_TS))
     records = simulate.interleave(sessions)
     before = worker.metric("frictionwatch_records_total")
     asyncio.run(produce(worker.settings.bootstrap_servers, records))

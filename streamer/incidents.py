@@ -1,0 +1,275 @@
+"""Fleet-wide incident detection in the stream (and in replay): the Faust side.
+
+The rules are :mod:`detectors.incidents`; this module feeds them. In the stream::
+
+    frictionwatch.signals                 key = session id (every worker's signals)
+      | split_signals_by_incident         one observation per counted signal
+      v
+    <app id>-signals_by_incident-repartition   key = "route|failure"
+      | detect_incidents                  per-key state in the table incident_to_state
+      v
+    frictionwatch.incidents               key = "route|failure": incident_open / _close
+
+Repartitioning by incident key puts every observation of one key, from every session
+on every worker, on one partition: fleet-wide, with no coordination of our own. The
+per-key state is read once and assigned back once per batch (never mutated in place:
+only assignments reach the changelog), so it moves with its partition on a rebalance.
+
+Incidents close when event time passes, which needs no observation of their own key:
+a timer sends a *tick* (``{"tick": watermark}``, the largest observation ``ts`` this
+worker has seen) through the same repartition topic for every open key it owns, so
+the state changes in the stream, in order, like any other update. The close ``ts`` is
+computed by the rules, not taken from the tick, so the stream and a replay agree.
+
+``frictionwatch replay`` runs the same rules over its output with
+:func:`with_incidents` (``replay_lines`` is decorated with :func:`adds_incidents`).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import weakref
+from collections import defaultdict
+from collections.abc import AsyncIterable, Callable, Iterable, Iterator, MutableMapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from detectors.incidents import Change, IncidentBook, IncidentDetector, State, key_of
+from streamer.metrics import Metrics
+
+if TYPE_CHECKING:  # replay imports this module: no Faust unless it runs a worker
+    import faust
+
+    from detectors.session import Engine
+    from streamer.settings import Settings
+    from streamer.topics import Topics
+
+log = logging.getLogger(__name__)
+
+#: Seconds between ticks of open incidents (and refreshes of the open-incident gauge).
+TICK_S = 2.0
+
+
+# -- replay ------------------------------------------------------------------------------
+def with_incidents(
+    records: Iterable[dict[str, Any]], detector: IncidentDetector
+) -> Iterator[dict[str, Any]]:
+    """The records, with incident changes inserted where they happen.
+
+    Signal records are observed (``route`` "other" when a record has none); every
+    record's ``ts`` moves event time on, and an incident whose close falls before it
+    is closed first. Opens follow the signal that caused them.
+
+    >>> detector = IncidentDetector(learn_ms=600_000, min_count=3)
+    >>> first = {"kind": "signal", "session_id": "a", "ts": 0, "detector": "rage_click"}
+    >>> burst = [{"kind": "signal", "session_id": f"s{i}", "ts": 3_600_000 + i * 100,
+    ...           "detector": "checkout_failure", "route": "/checkout"} for i in range(4)]
+    >>> later = {"kind": "nudge", "session_id": "x", "ts": 7_200_000}
+    >>> [r["kind"] for r in with_incidents([first, *burst, later], detector)]
+    ['signal', 'signal', 'signal', 'signal', 'incident_open', 'signal', 'incident_close', 'nudge']
+    """
+    book = IncidentBook(detector)
+    for record in records:
+        ts = record.get("ts")
+        if isinstance(ts, int) and not isinstance(ts, bool):
+            yield from book.advance(ts)
+        yield record
+        observed = _observed(record, detector)
+        if observed is not None:
+            yield from book.observe(*observed)
+
+
+def _observed(
+    record: dict[str, Any], detector: IncidentDetector
+) -> tuple[int, str, str, str | None] | None:
+    """(ts, route, failure, session) of a signal record that counts, else None."""
+    if record.get("kind") != "signal":
+        return None
+    ts, failure = record.get("ts"), record.get("detector")
+    if not isinstance(ts, int) or isinstance(ts, bool) or not isinstance(failure, str):
+        return None
+    if failure in detector.ignore:
+        return None
+    route = record.get("route")
+    session = record.get("session_id")
+    return (ts, route if isinstance(route, str) and route else "other", failure,
+            session if isinstance(session, str) else None)
+
+
+# -- stream ------------------------------------------------------------------------------
+def observation(value: bytes | None, detector: IncidentDetector) -> tuple[bytes, bytes] | None:
+    """A ``frictionwatch.signals`` record as (key, value) for the repartition topic.
+
+    >>> observation(b'{"kind": "signal", "ts": 5, "detector": "rage_click", "route": "/p/*",'
+    ...             b' "session_id": "s1"}', IncidentDetector())
+    (b'/p/*|rage_click', b'{"ts":5,"route":"/p/*","failure":"rage_click","session_id":"s1"}')
+    """
+    try:
+        record = orjson.loads(value or b"")
+    except orjson.JSONDecodeError:
+        return None
+    observed = _observed(record, detector) if isinstance(record, dict) else None
+    if observed is None:
+        return None
+    ts, route, failure, session = observed
+    body = {"ts": ts, "route": route, "failure": failure, "session_id": session}
+    return key_of(route, failure).encode(), orjson.dumps(body)
+
+
+class IncidentTable:
+    """The detector over per-key states in a table (``bytes -> orjson``): no Faust here.
+
+    ``process`` takes one partition's batch of repartitioned records (observations and
+    ticks), in order, and returns the changes to publish.
+    """
+
+    def __init__(
+        self, detector: IncidentDetector, states: MutableMapping[bytes, bytes], metrics: Metrics
+    ) -> None:
+        self.detector = detector
+        self.states = states
+        self.metrics = metrics
+        #: The largest observation ts this worker has seen: the event-time clock of ticks.
+        self.watermark = 0
+        self._since: int | None = None
+        self._exported: set[tuple[str, str]] = set()
+
+    def since(self, ts: int) -> int:
+        """When the fleet's observation began: the earliest ``since`` of any key held."""
+        if self._since is None:
+            known = [orjson.loads(raw)["since"] for raw in self.states.values()]
+            self._since = min(known, default=ts)
+        return self._since
+
+    def process(self, records: Sequence[tuple[bytes | None, bytes | None]]) -> list[Change]:
+        loaded: dict[bytes, State] = {}
+        changes: list[Change] = []
+        for key, value in records:
+            try:
+                body = orjson.loads(value or b"")
+                key_text = (key or b"").decode()
+            except (orjson.JSONDecodeError, UnicodeDecodeError):
+                log.warning("skipping an undecodable record on the incident topic")
+                continue
+            if not isinstance(body, dict) or key is None:
+                continue
+            state = loaded.get(key)
+            if state is None:
+                raw = self.states.get(key)
+                if raw is not None:
+                    state = loaded[key] = orjson.loads(raw)
+            if "tick" in body:
+                if state is not None and isinstance(body["tick"], int):
+                    changes += self.detector.advance(state, body["tick"])
+                continue
+            ts, failure = body.get("ts"), body.get("failure")
+            if not isinstance(ts, int) or not isinstance(failure, str):
+                continue
+            self.watermark = max(self.watermark, ts)
+            if state is None:
+                route = body.get("route") or key_text.rpartition("|")[0] or "other"
+                state = loaded[key] = self.detector.new_state(route, failure, self.since(ts))
+            changes += self.detector.observe(state, ts, body.get("session_id"))
+        for key, state in loaded.items():
+            # Assign, never mutate in place: only an assignment reaches the changelog.
+            self.states[key] = orjson.dumps(state)
+            self._export(state)
+        for change in changes:
+            self.metrics.incident_changes.labels(change["kind"].removeprefix("incident_")).inc()
+        return changes
+
+    def due(self, owns: Callable[[bytes], bool]) -> list[bytes]:
+        """Keys this worker owns with an open incident whose clock is behind the watermark."""
+        due = []
+        for key, raw in list(self.states.items()):
+            if owns(key):
+                state = orjson.loads(raw)
+                if state["open"] is not None and state["t"] < self.watermark:
+                    due.append(key)
+        return due
+
+    def refresh_gauges(self, owns: Callable[[bytes], bool]) -> None:
+        """Export every owned key (1 open, 0 not); drop keys another worker owns now."""
+        exported = set()
+        for key, raw in list(self.states.items()):
+            if owns(key):
+                exported.add(self._export(orjson.loads(raw)))
+        for labels in self._exported - exported:
+            self.metrics.incidents_open.remove(*labels)
+        self._exported = exported
+
+    def _export(self, state: State) -> tuple[str, str]:
+        labels = (state["route"], state["failure"])
+        self.metrics.incidents_open.labels(*labels).set(0 if state["open"] is None else 1)
+        self._exported.add(labels)
+        return labels
+
+
+def register(app: faust.App, topics: Topics, settings: Settings, metrics: Metrics) -> IncidentTable:
+    """The two agents and the tick timer; returns the table wrapper (for tests)."""
+    from aiokafka.partitioner import DefaultPartitioner
+    from faust.streams import _current_event
+
+    from streamer.agents import BATCH_MAX, BATCH_WITHIN
+    from streamer.topics import incident_signals_topic
+
+    detector = IncidentDetector.from_config(settings.detection.get("incidents", {}))
+    core = IncidentTable(detector, topics.incident_to_state, metrics)
+    partitioner = DefaultPartitioner()
+    everything = list(range(settings.partitions))
+    repartitioned = incident_signals_topic(settings)
+
+    def owns(key: bytes) -> bool:
+        actives = app.assignor.assigned_actives()
+        mine = {tp.partition for tp in actives if tp.topic == repartitioned}
+        return bool(mine) and partitioner(key, everything, everything) in mine
+
+    @app.agent(topics.signals, name="split_signals_by_incident")
+    async def split_signals_by_incident(stream: AsyncIterable[faust.EventT]) -> None:
+        async for batch in stream.take_events(BATCH_MAX, within=BATCH_WITHIN):  # type: ignore[attr-defined]
+            for event in batch:
+                keyed = observation(event.message.value, detector)
+                if keyed is not None:
+                    await topics.signals_by_incident.send(key=keyed[0], value=keyed[1])
+
+    @app.agent(topics.signals_by_incident, name="detect_incidents")
+    async def detect_incidents(stream: AsyncIterable[faust.EventT]) -> None:
+        async for batch in stream.take_events(BATCH_MAX, within=BATCH_WITHIN):  # type: ignore[attr-defined]
+            by_partition: dict[int, list[faust.EventT]] = defaultdict(list)
+            for event in batch:
+                by_partition[event.message.partition].append(event)
+            for events in by_partition.values():
+                # A RocksDB store files table writes under the current event's partition.
+                token = _current_event.set(weakref.ref(events[-1]))
+                try:
+                    changes = core.process([(e.message.key, e.message.value) for e in events])
+                finally:
+                    _current_event.reset(token)
+                for change in changes:
+                    await topics.incidents.send(key=change["key"].encode(), value=orjson.dumps(change))
+
+    @app.timer(interval=TICK_S)
+    async def tick_open_incidents() -> None:
+        tick = orjson.dumps({"tick": core.watermark})
+        for key in core.due(owns):
+            await topics.signals_by_incident.send(key=key, value=tick)
+        core.refresh_gauges(owns)
+
+    return core
+
+
+def adds_incidents(
+    replay: Callable[..., Iterator[dict[str, Any]]],
+) -> Callable[..., Iterator[dict[str, Any]]]:
+    """Decorates ``replay(lines, engine, ...)``: its records, with :func:`with_incidents`
+    run over them by the engine's incident rules (config section ``[incidents]``)."""
+
+    @functools.wraps(replay)
+    def replay_with_incidents(
+        lines: Iterable[bytes], engine: Engine, *args: Any, **kwargs: Any
+    ) -> Iterator[dict[str, Any]]:
+        return with_incidents(replay(lines, engine, *args, **kwargs), engine.incidents)
+
+    return replay_with_incidents
