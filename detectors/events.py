@@ -118,6 +118,18 @@ def _check_fields(event: Event, fields: dict[str, tuple[tuple[type, ...], bool, 
             raise InvalidEvent("bad_value", f"field {name!r} does not fit 64 bits: {value}")
 
 
+def url_path(url: str, limit: int = 200) -> str:
+    """A page or URL reduced to its path: query strings and fragments carry PII.
+
+    >>> url_path("https://shop.example/checkout?email=a@b.c#pay")
+    '/checkout'
+    """
+    path = url.split("#", 1)[0].split("?", 1)[0]
+    if "://" in path:
+        path = "/" + path.split("://", 1)[1].partition("/")[2]
+    return path[:limit] or "/"
+
+
 def validate_event(obj: Any) -> Event:
     """Check one decoded JSON value against the v1 schema and return it as an event.
 

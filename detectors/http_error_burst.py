@@ -29,16 +29,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from detectors.base import Signal, require
-from detectors.events import Event
-
-MAX_TEXT = 200
-
-
-def _path(url: str) -> str:
-    path = url.split("#", 1)[0].split("?", 1)[0]
-    if "://" in path:
-        path = "/" + path.split("://", 1)[1].partition("/")[2]
-    return path[:MAX_TEXT] or "/"
+from detectors.events import Event, url_path
 
 
 class HttpErrorBurst:
@@ -73,6 +64,6 @@ class HttpErrorBurst:
                 "errors": len(state["ts"]),
                 "span_ms": ts - state["ts"][0],
                 "status": event["status"],
-                "url": _path(event["url"]),
+                "url": url_path(event["url"]),
             },
         )

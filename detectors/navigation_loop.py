@@ -39,16 +39,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from detectors.base import Signal, require
-from detectors.events import Event
-
-MAX_PATH = 200
-
-
-def _path(page: str) -> str:
-    path = page.split("#", 1)[0].split("?", 1)[0]
-    if "://" in path:
-        path = "/" + path.split("://", 1)[1].partition("/")[2]
-    return path[:MAX_PATH] or "/"
+from detectors.events import Event, url_path
 
 
 class NavigationLoop:
@@ -84,7 +75,7 @@ class NavigationLoop:
     def step(self, state: dict[str, Any], event: Event) -> Signal | None:
         if event["type"] != "page_view":
             return None
-        ts, page = event["ts"], _path(event["page"])
+        ts, page = event["ts"], url_path(event["page"])
         trail: list[list[Any]] = state.setdefault("trail", [])  # [[path, arrival ts], ...]
         if trail and trail[-1][0] == page:
             return None  # a reload

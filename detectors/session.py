@@ -24,7 +24,7 @@ import orjson
 
 from detectors import registry
 from detectors.base import Detector, Signal
-from detectors.events import KNOWN_TYPES, Event
+from detectors.events import KNOWN_TYPES, Event, url_path
 from detectors.incidents import IncidentDetector
 from detectors.model import Features, Models, features, learn_outcome, snapshot
 from detectors.policy import Decision, Policy
@@ -38,12 +38,6 @@ MAX_SEEN_IDS = 64
 MAX_TEXT = 200
 
 
-def _path(url: str) -> str:
-    """A page or URL reduced to its path: query strings and fragments carry PII."""
-    path = url.split("#", 1)[0].split("?", 1)[0]
-    if "://" in path:
-        path = "/" + path.split("://", 1)[1].partition("/")[2]
-    return path[:MAX_TEXT] or "/"
 
 
 def _push(items: list[Any], item: Any, bound: int) -> None:
@@ -89,7 +83,7 @@ class SessionState:
         counted = kind if kind in KNOWN_TYPES else "other"
         self.counts[counted] = self.counts.get(counted, 0) + 1
         if kind == "page_view":
-            _push(self.pages, _path(event["page"]), MAX_PAGES)
+            _push(self.pages, url_path(event["page"]), MAX_PAGES)
         elif kind == "checkout_attempt":
             self.checkout["attempts"] = self.checkout.get("attempts", 0) + 1
             if event.get("step") is not None:
@@ -104,9 +98,9 @@ class SessionState:
         elif kind == "purchase":
             self.checkout["purchased"] = True
         elif kind in ("js_error", "http_error", "form_error"):
-            error = {"type": kind, "ts": ts, "page": _path(event.get("page") or "")}
+            error = {"type": kind, "ts": ts, "page": url_path(event.get("page") or "")}
             if kind == "http_error":
-                error.update(url=_path(event["url"]), status=event["status"])
+                error.update(url=url_path(event["url"]), status=event["status"])
             elif kind == "form_error":
                 error["field"] = event["field"]
             else:

@@ -5,26 +5,15 @@ Thin on purpose; the work is in :mod:`streamer.pipeline` and :mod:`detectors`.
 
 from __future__ import annotations
 
-import weakref
-from collections import defaultdict
 from collections.abc import AsyncIterable, Sequence
 
 import faust
 import orjson
-from aiokafka.partitioner import DefaultPartitioner
 
-# The context variable behind faust.streams.current_event(); Faust sets it per event
-# in plain iteration, we set it per partition of a batch (see detect_friction).
-from faust.streams import _current_event
-
+from streamer.batching import in_context_of, owner, partition_batches
 from streamer.pipeline import Pipeline, Produced, Record
 from streamer.settings import EVENTS_TOPIC, Settings
 from streamer.topics import Topics
-
-#: Records taken per batch, and how long to wait for a batch to fill (seconds). Under
-#: load batches fill at once; when idle a record waits at most BATCH_WITHIN.
-BATCH_MAX = 500
-BATCH_WITHIN = 0.005
 
 
 def register(app: faust.App, topics: Topics, pipeline: Pipeline, settings: Settings) -> None:
@@ -39,31 +28,10 @@ def register(app: faust.App, topics: Topics, pipeline: Pipeline, settings: Setti
 
     @app.agent(topics.events, name="detect_friction")
     async def detect_friction(stream: AsyncIterable[faust.EventT]) -> None:
-        async for batch in stream.take_events(BATCH_MAX, within=BATCH_WITHIN):  # type: ignore[attr-defined]
-            by_partition: dict[int, list[faust.EventT]] = defaultdict(list)
-            for event in batch:
-                by_partition[event.message.partition].append(event)
-            for events in by_partition.values():
-                # A RocksDB store files a table write under the partition of the
-                # "current event"; in a batch that must be an event of the partition
-                # whose sessions are written, not whichever event came last.
-                token = _current_event.set(weakref.ref(events[-1]))
-                try:
-                    produced = pipeline.process_batch(_records(events))
-                finally:
-                    _current_event.reset(token)
-                await publish(produced)
+        async for events in partition_batches(stream):
+            await publish(in_context_of(events, pipeline.process_batch, _records(events)))
 
-    partitioner = DefaultPartitioner()
-
-    def owns(key: bytes) -> bool:
-        """Is this worker the active owner of the session (not just a standby)?"""
-        actives = app.assignor.assigned_actives()
-        partitions = sorted({tp.partition for tp in actives if tp.topic == EVENTS_TOPIC})
-        if not partitions:
-            return False
-        everything = list(range(settings.partitions))
-        return partitioner(key, everything, everything) in partitions
+    owns = owner(app, EVENTS_TOPIC, settings.partitions)
 
     @app.timer(interval=settings.sweep_interval_s)
     async def expire_idle_sessions() -> None:

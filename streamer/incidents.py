@@ -29,14 +29,13 @@ from __future__ import annotations
 
 import functools
 import logging
-import weakref
-from collections import defaultdict
 from collections.abc import AsyncIterable, Callable, Iterable, Iterator, MutableMapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from detectors.incidents import Change, IncidentBook, IncidentDetector, State, key_of
+from streamer.batching import in_context_of, owner, partition_batches
 from streamer.metrics import Metrics
 
 if TYPE_CHECKING:  # replay imports this module: no Faust unless it runs a worker
@@ -209,46 +208,26 @@ class IncidentTable:
 
 def register(app: faust.App, topics: Topics, settings: Settings, metrics: Metrics) -> IncidentTable:
     """The two agents and the tick timer; returns the table wrapper (for tests)."""
-    from aiokafka.partitioner import DefaultPartitioner
-    from faust.streams import _current_event
-
-    from streamer.agents import BATCH_MAX, BATCH_WITHIN
     from streamer.topics import incident_signals_topic
 
     detector = IncidentDetector.from_config(settings.detection.get("incidents", {}))
     core = IncidentTable(detector, topics.incident_to_state, metrics)
-    partitioner = DefaultPartitioner()
-    everything = list(range(settings.partitions))
-    repartitioned = incident_signals_topic(settings)
-
-    def owns(key: bytes) -> bool:
-        actives = app.assignor.assigned_actives()
-        mine = {tp.partition for tp in actives if tp.topic == repartitioned}
-        return bool(mine) and partitioner(key, everything, everything) in mine
+    owns = owner(app, incident_signals_topic(settings), settings.partitions)
 
     @app.agent(topics.signals, name="split_signals_by_incident")
     async def split_signals_by_incident(stream: AsyncIterable[faust.EventT]) -> None:
-        async for batch in stream.take_events(BATCH_MAX, within=BATCH_WITHIN):  # type: ignore[attr-defined]
-            for event in batch:
+        async for events in partition_batches(stream):
+            for event in events:
                 keyed = observation(event.message.value, detector)
                 if keyed is not None:
                     await topics.signals_by_incident.send(key=keyed[0], value=keyed[1])
 
     @app.agent(topics.signals_by_incident, name="detect_incidents")
     async def detect_incidents(stream: AsyncIterable[faust.EventT]) -> None:
-        async for batch in stream.take_events(BATCH_MAX, within=BATCH_WITHIN):  # type: ignore[attr-defined]
-            by_partition: dict[int, list[faust.EventT]] = defaultdict(list)
-            for event in batch:
-                by_partition[event.message.partition].append(event)
-            for events in by_partition.values():
-                # A RocksDB store files table writes under the current event's partition.
-                token = _current_event.set(weakref.ref(events[-1]))
-                try:
-                    changes = core.process([(e.message.key, e.message.value) for e in events])
-                finally:
-                    _current_event.reset(token)
-                for change in changes:
-                    await topics.incidents.send(key=change["key"].encode(), value=orjson.dumps(change))
+        async for events in partition_batches(stream):
+            pairs = [(e.message.key, e.message.value) for e in events]
+            for change in in_context_of(events, core.process, pairs):
+                await topics.incidents.send(key=change["key"].encode(), value=orjson.dumps(change))
 
     @app.timer(interval=TICK_S)
     async def tick_open_incidents() -> None:
