@@ -86,16 +86,17 @@ class WorkerProcess:
 
 def start_worker(
     broker: EmbeddedBroker, tmp: Path, app_id: str, *extra_args: str,
-    env: dict[str, str] | None = None,
+    env: dict[str, str] | None = None, partitions: int = 2,
 ) -> WorkerProcess:
     port = free_port()
-    settings = Settings.load(broker=broker.address, app_id=app_id, partitions=2, web_port=port)
+    settings = Settings.load(broker=broker.address, app_id=app_id, partitions=partitions,
+                             web_port=port)
     asyncio.run(create_topics(broker.address, Topics.names(settings), settings.partitions))
     log = tmp / f"{app_id}.log"
     with open(log, "ab") as fh:
         process = subprocess.Popen(
             [sys.executable, "-m", "streamer", "worker", "--broker", broker.address,
-             "--app-id", app_id, "--partitions", "2", "--web-port", str(port),
+             "--app-id", app_id, "--partitions", str(partitions), "--web-port", str(port),
              "--loglevel", "info", *extra_args],
             stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=ROOT,
             # The embedded broker holds a join for half the session timeout.

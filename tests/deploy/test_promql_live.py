@@ -97,7 +97,8 @@ def worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerProcess]:
     config = tmp / "live.toml"
     config.write_text("[model]\nenabled = false\n\n[incidents]\nlearn_ms = 60000\n")
     with EmbeddedBroker() as broker:
-        w = start_worker(broker, tmp, "fw-promql-live", "--config", str(config))
+        # One partition keeps the backlog of signals in event-time order (see test_incidents).
+        w = start_worker(broker, tmp, "fw-promql-live", "--config", str(config), partitions=1)
         try:
             w.wait_consuming(broker)
             yield w
