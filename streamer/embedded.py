@@ -86,6 +86,12 @@ class EmbeddedBroker:
                 raise BrokerError(
                     f"broker exited with {self.process.returncode}; log: {self._log.name}"
                 )
+            try:  # a plain connect first: aiokafka logs an ERROR for every refused one
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+            except OSError as exc:
+                last = exc
+                await asyncio.sleep(0.05)
+                continue
             admin = AIOKafkaAdminClient(bootstrap_servers=self.address, request_timeout_ms=2000)
             try:
                 await admin.start()
