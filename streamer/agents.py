@@ -11,18 +11,27 @@ import faust
 import orjson
 
 from streamer.batching import in_context_of, owner, partition_batches
+from streamer.incidents import IncidentFeed
 from streamer.pipeline import Pipeline, Produced, Record
 from streamer.settings import EVENTS_TOPIC, Settings
 from streamer.topics import Topics
 
 
-def register(app: faust.App, topics: Topics, pipeline: Pipeline, settings: Settings) -> None:
+def register(
+    app: faust.App, topics: Topics, pipeline: Pipeline, settings: Settings,
+    incident_feed: IncidentFeed,
+) -> None:
     async def publish(produced: Produced) -> None:
+        signals = []
         for outcome in produced.outcomes:
             key = outcome.session_id.encode()
             for record in outcome.records():
-                target = topics.signals if record["kind"] == "signal" else topics.interventions
-                await target.send(key=key, value=orjson.dumps(record))
+                if record["kind"] == "signal":
+                    signals.append(record)
+                    await topics.signals.send(key=key, value=orjson.dumps(record))
+                else:
+                    await topics.interventions.send(key=key, value=orjson.dumps(record))
+        await incident_feed.send(signals)
         for dead in produced.dead_letters:
             await topics.deadletter.send(key=dead.key, value=dead.value, headers=dead.headers)
 

@@ -77,8 +77,8 @@ def build(
     pipeline = Pipeline(
         engine, topics.session_to_state, metrics, max_record_bytes=settings.max_record_bytes
     )
-    agents.register(app, topics, pipeline, settings)
-    incidents.register(app, topics, settings, metrics)
+    incident_feed, _ = incidents.register(app, topics, settings, metrics)
+    agents.register(app, topics, pipeline, settings, incident_feed)
     lag.register(app, [topics.events], metrics.registry)
     checkpoint.install(app, topics, pipeline, settings, metrics)
     guard = Guard.from_settings(settings)

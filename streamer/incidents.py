@@ -152,7 +152,9 @@ class IncidentTable:
             except (orjson.JSONDecodeError, UnicodeDecodeError):
                 log.warning("skipping an undecodable record on the incident topic")
                 continue
-            if not isinstance(body, dict) or key is None:
+            if not isinstance(body, dict) or key is None or not isinstance(
+                body.get("observations", []), list
+            ):
                 continue
             state = loaded.get(key)
             if state is None:
@@ -163,14 +165,16 @@ class IncidentTable:
                 if state is not None and isinstance(body["tick"], int):
                     changes += self.detector.advance(state, body["tick"])
                 continue
-            ts, failure = body.get("ts"), body.get("failure")
-            if not isinstance(ts, int) or not isinstance(failure, str):
-                continue
-            self.watermark = max(self.watermark, ts)
-            if state is None:
-                route = body.get("route") or key_text.rpartition("|")[0] or "other"
-                state = loaded[key] = self.detector.new_state(route, failure, self.since(ts))
-            changes += self.detector.observe(state, ts, body.get("session_id"))
+            # One record holds every observation of this key from one batch upstream.
+            for item in body.get("observations", [body]):
+                ts, failure = item.get("ts"), item.get("failure")
+                if not isinstance(ts, int) or not isinstance(failure, str):
+                    continue
+                self.watermark = max(self.watermark, ts)
+                if state is None:
+                    route = item.get("route") or key_text.rpartition("|")[0] or "other"
+                    state = loaded[key] = self.detector.new_state(route, failure, self.since(ts))
+                changes += self.detector.observe(state, ts, item.get("session_id"))
         for key, state in loaded.items():
             # Assign, never mutate in place: only an assignment reaches the changelog.
             self.states[key] = orjson.dumps(state)
@@ -206,21 +210,39 @@ class IncidentTable:
         return labels
 
 
-def register(app: faust.App, topics: Topics, settings: Settings, metrics: Metrics) -> IncidentTable:
-    """The two agents and the tick timer; returns the table wrapper (for tests)."""
+class IncidentFeed:
+    """What the main agent calls with each batch's signal records.
+
+    Observations go straight to the repartition topic, one record per incident key per
+    batch: reading ``frictionwatch.signals`` back would cost Faust's ~200 us per signal
+    a second time, for records this worker has just written.
+    """
+
+    def __init__(self, detector: IncidentDetector, topic: faust.TopicT) -> None:
+        self.detector = detector
+        self.topic = topic
+
+    async def send(self, records: Iterable[dict[str, Any]]) -> None:
+        by_key: dict[bytes, list[dict[str, Any]]] = {}
+        for record in records:
+            observed = _observed(record, self.detector)
+            if observed is not None:
+                ts, route, failure, session = observed
+                by_key.setdefault(key_of(route, failure).encode(), []).append(
+                    {"ts": ts, "route": route, "failure": failure, "session_id": session})
+        for key, observations in by_key.items():
+            await self.topic.send(key=key, value=orjson.dumps({"observations": observations}))
+
+
+def register(
+    app: faust.App, topics: Topics, settings: Settings, metrics: Metrics
+) -> tuple[IncidentFeed, IncidentTable]:
+    """The incident agent and the tick timer; returns the feed for the main agent."""
     from streamer.topics import incident_signals_topic
 
     detector = IncidentDetector.from_config(settings.detection.get("incidents", {}))
     core = IncidentTable(detector, topics.incident_to_state, metrics)
     owns = owner(app, incident_signals_topic(settings), settings.partitions)
-
-    @app.agent(topics.signals, name="split_signals_by_incident")
-    async def split_signals_by_incident(stream: AsyncIterable[faust.EventT]) -> None:
-        async for events in partition_batches(stream):
-            for event in events:
-                keyed = observation(event.message.value, detector)
-                if keyed is not None:
-                    await topics.signals_by_incident.send(key=keyed[0], value=keyed[1])
 
     @app.agent(topics.signals_by_incident, name="detect_incidents")
     async def detect_incidents(stream: AsyncIterable[faust.EventT]) -> None:
@@ -236,7 +258,7 @@ def register(app: faust.App, topics: Topics, settings: Settings, metrics: Metric
             await topics.signals_by_incident.send(key=key, value=tick)
         core.refresh_gauges(owns)
 
-    return core
+    return IncidentFeed(detector, topics.signals_by_incident), core
 
 
 def adds_incidents(
