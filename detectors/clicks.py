@@ -18,6 +18,7 @@ True
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable
 from typing import Any
@@ -78,6 +79,7 @@ def element(selector: str) -> tuple[str, dict[str, str]]:
     return (tag.group(0).lower() if tag else ""), attrs
 
 
+@functools.lru_cache(maxsize=4096)  # a site has few distinct selectors; parsing is costly
 def is_text_entry(selector: str) -> bool:
     """Text that repeated clicks select: textarea, contenteditable, text-like inputs."""
     tag, attrs = element(selector)
@@ -86,6 +88,7 @@ def is_text_entry(selector: str) -> bool:
     return tag == "textarea" or (tag == "input" and attrs.get("type", "") in TEXT_INPUT_TYPES)
 
 
+@functools.lru_cache(maxsize=4096)  # a site has few distinct selectors; parsing is costly
 def is_form_control(selector: str) -> bool:
     """Controls whose click changes nothing the SDK sees as a reaction: every input that
     is not a button (text, checkbox, radio, file, range ...), select, textarea,
@@ -96,6 +99,7 @@ def is_form_control(selector: str) -> bool:
     return tag in ("select", "textarea") or is_text_entry(selector)
 
 
+@functools.lru_cache(maxsize=4096)  # a site has few distinct selectors; parsing is costly
 def is_file_picker(selector: str) -> bool:
     tag, attrs = element(selector)
     return tag == "input" and attrs.get("type") == "file"
