@@ -50,6 +50,25 @@ class Detector(Protocol):
     def step(self, state: dict[str, Any], event: Event) -> Signal | None: ...
 
 
+def rising_edge(state: dict[str, Any], active: bool) -> bool:
+    """True once when ``active`` turns on, then False until it has been off again.
+
+    The "fires once per episode" rule of detectors whose condition stays true for a
+    while (a burst of errors, a scrolling spree).
+
+    >>> state = {}
+    >>> [rising_edge(state, a) for a in (False, True, True, False, True)]
+    [False, True, False, False, True]
+    """
+    if not active:
+        state["fired"] = False
+        return False
+    if state.get("fired"):
+        return False
+    state["fired"] = True
+    return True
+
+
 def require(name: str, value: float, low: float, high: float | None = None) -> None:
     """Raise :class:`ConfigError` unless ``low <= value (<= high)``.
 

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from detectors.base import Signal, require
+from detectors.base import Signal, require, rising_edge
 from detectors.events import Event
 
 MAX_PATH = 200
@@ -72,12 +72,8 @@ class ExcessiveScroll:
                 turns.append(ts)
             direction, extreme = (1 if travel > 0 else -1), y
         state.update(dir=direction, ext=extreme, turns=turns[-self.min_reversals :])
-        if len(state["turns"]) < self.min_reversals:
-            state["fired"] = False
+        if not rising_edge(state, len(state["turns"]) >= self.min_reversals):
             return None
-        if state.get("fired"):
-            return None
-        state["fired"] = True
         return Signal(
             self.name,
             strength=0.5,

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from detectors.base import Signal, require
+from detectors.base import Signal, require, rising_edge
 from detectors.events import Event, url_path
 
 
@@ -50,12 +50,8 @@ class HttpErrorBurst:
         recent = [t for t in state.get("ts", []) if 0 <= ts - t <= self.window_ms]
         recent.append(ts)
         state["ts"] = recent[-self.min_errors :]
-        if len(state["ts"]) < self.min_errors:
-            state["fired"] = False
+        if not rising_edge(state, len(state["ts"]) >= self.min_errors):
             return None
-        if state.get("fired"):
-            return None
-        state["fired"] = True
         return Signal(
             self.name,
             strength=0.8,

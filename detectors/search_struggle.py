@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from detectors.base import Signal, require
+from detectors.base import Signal, require, rising_edge
 from detectors.events import Event
 
 
@@ -73,12 +73,8 @@ class SearchStruggle:
             zeros = 1
         state.update(last_ts=ts, views=0, chain=chain, zeros=zeros)
         struggling = zeros >= self.min_zero_results or chain >= self.min_rapid_searches
-        if not struggling:
-            state["fired"] = False
+        if not rising_edge(state, struggling):
             return None
-        if state.get("fired"):
-            return None
-        state["fired"] = True
         zero = zeros >= self.min_zero_results
         return Signal(
             self.name,
