@@ -15,7 +15,9 @@ event (a per-session event count), memory store. Run as a worker subprocess by
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import tempfile
 from collections.abc import AsyncIterable, Sequence
 from typing import Any
 
@@ -27,6 +29,7 @@ def build(broker: str, app_id: str, topic: str, partitions: int, web_port: int) 
         app_id,
         broker=f"kafka://{broker}",
         store="memory://",
+        datadir=os.path.join(tempfile.gettempdir(), "frictionwatch-bench"),
         autodiscover=False,
         topic_partitions=partitions,
         topic_replication_factor=1,
