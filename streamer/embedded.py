@@ -27,6 +27,10 @@ log = logging.getLogger(__name__)
 
 _PR_SET_PDEATHSIG = 1
 
+#: Consumer-group timeouts (Settings fields) for workers on this broker: it holds a
+#: JoinGroup for half the session timeout, so the default 10 s means a 5 s join.
+EMBEDDED_GROUP_TIMEOUTS = {"session_timeout_s": 3.0, "heartbeat_interval_s": 0.5}
+
 
 class BrokerError(RuntimeError):
     """The embedded broker could not be started or did not answer in time."""

@@ -14,7 +14,7 @@ from aiokafka import AIOKafkaProducer
 from detectors.session import Engine
 from streamer import app as app_module
 from streamer import checkpoint
-from streamer.embedded import EmbeddedBroker, create_topics, free_port
+from streamer.embedded import EMBEDDED_GROUP_TIMEOUTS, EmbeddedBroker, create_topics, free_port
 from streamer.settings import Settings
 from streamer.topics import Topics
 
@@ -78,9 +78,8 @@ def run_local(settings: Settings, *, traffic: bool, speed: float, seed: int) -> 
     try:
         wanted = settings.web_port
         web_port = wanted if wanted and _port_free(wanted) else free_port()
-        # The embedded broker holds a group join for half the session timeout: keep it short.
         settings = settings.with_(broker=f"kafka://{broker.address}", web_port=web_port,
-                                  session_timeout_s=3.0, heartbeat_interval_s=0.5)
+                                  **EMBEDDED_GROUP_TIMEOUTS)
         ensure_topics(settings)
         service = app_module.build(settings)
         out = sys.stdout

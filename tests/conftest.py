@@ -7,6 +7,7 @@ Under CI (``CI=true``) a missing tool fails the test instead of skipping it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import signal
@@ -21,11 +22,13 @@ from pathlib import Path
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from streamer.embedded import EmbeddedBroker, create_topics, free_port
+from streamer.embedded import EMBEDDED_GROUP_TIMEOUTS, EmbeddedBroker, create_topics, free_port
 from streamer.settings import Settings
 from streamer.topics import Topics
 
 ROOT = Path(__file__).resolve().parent.parent
+#: The embedded broker holds a group join for half the session timeout: keep it short.
+EMBEDDED_GROUP_ENV = {f"FW_{k.upper()}": str(v) for k, v in EMBEDDED_GROUP_TIMEOUTS.items()}
 CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
@@ -99,11 +102,23 @@ def start_worker(
              "--app-id", app_id, "--partitions", str(partitions), "--web-port", str(port),
              "--loglevel", "info", *extra_args],
             stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=ROOT,
-            # The embedded broker holds a join for half the session timeout.
-            env={**os.environ, "FW_SESSION_TIMEOUT_S": "3", "FW_HEARTBEAT_INTERVAL_S": "0.5",
-                 **(env or {})},
+            env={**os.environ, **EMBEDDED_GROUP_ENV, **(env or {})},
         )
     return WorkerProcess(process, f"http://127.0.0.1:{port}", settings, log)
+
+
+@contextlib.contextmanager
+def running_worker(
+    broker: EmbeddedBroker, tmp: Path, app_id: str, *extra_args: str,
+    env: dict[str, str] | None = None, partitions: int = 2,
+) -> Iterator[WorkerProcess]:
+    """A worker that is consuming when the block starts and stopped when it ends."""
+    w = start_worker(broker, tmp, app_id, *extra_args, env=env, partitions=partitions)
+    try:
+        w.wait_consuming(broker)
+        yield w
+    finally:
+        stop_process(w.process)
 
 
 def stop_process(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
@@ -127,12 +142,8 @@ def worker(broker: EmbeddedBroker, tmp_path_factory: pytest.TempPathFactory) -> 
     tmp = tmp_path_factory.mktemp("worker")
     config = tmp / "rules-only.toml"
     config.write_text("[model]\nenabled = false\n")
-    w = start_worker(broker, tmp, "fw-test", "--config", str(config))
-    try:
-        w.wait_consuming(broker)
+    with running_worker(broker, tmp, "fw-test", "--config", str(config)) as w:
         yield w
-    finally:
-        stop_process(w.process)
 
 
 def wait_for(

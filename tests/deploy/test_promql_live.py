@@ -32,7 +32,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from streamer import outage, simulate
 from streamer.embedded import EmbeddedBroker, free_port
-from tests.conftest import WorkerProcess, need_tool, produce, start_worker, stop_process, wait_for
+from tests.conftest import WorkerProcess, need_tool, produce, running_worker, stop_process, wait_for
 from tests.deploy.promql import (
     DASHBOARDS,
     PROMETHEUS_CONFIG,
@@ -98,12 +98,9 @@ def worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerProcess]:
     config.write_text("[model]\nenabled = false\n\n[incidents]\nlearn_ms = 60000\n")
     with EmbeddedBroker() as broker:
         # One partition keeps the backlog of signals in event-time order (see test_incidents).
-        w = start_worker(broker, tmp, "fw-promql-live", "--config", str(config), partitions=1)
-        try:
-            w.wait_consuming(broker)
+        with running_worker(broker, tmp, "fw-promql-live", "--config", str(config),
+                            partitions=1) as w:
             yield w
-        finally:
-            stop_process(w.process)
 
 
 @pytest.fixture(scope="module")

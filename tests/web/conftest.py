@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import os
 from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, TypeVar
 
@@ -18,7 +17,7 @@ import orjson
 import pytest
 
 from streamer.embedded import EmbeddedBroker
-from tests.conftest import CI, ROOT, WorkerProcess, consume, need_tool, start_worker, stop_process
+from tests.conftest import CI, ROOT, WorkerProcess, consume, need_tool, running_worker
 
 T = TypeVar("T")
 
@@ -76,22 +75,9 @@ def web_broker() -> Iterator[EmbeddedBroker]:
 def web_worker(web_broker: EmbeddedBroker, tmp_path_factory: pytest.TempPathFactory
                ) -> Iterator[WorkerProcess]:
     """A worker with a known secret, site keys, a CORS allow-list and a trusted proxy."""
-    broker = web_broker
-    saved = {k: os.environ.get(k) for k in WEB_ENV}
-    os.environ.update(WEB_ENV)
-    try:
-        w = start_worker(broker, tmp_path_factory.mktemp("web"), "fw-web")
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-    try:
-        w.wait_consuming(broker)
+    with running_worker(web_broker, tmp_path_factory.mktemp("web"), "fw-web",
+                        env=WEB_ENV) as w:
         yield w
-    finally:
-        stop_process(w.process)
 
 
 @pytest.fixture(scope="module")
