@@ -198,14 +198,20 @@ class Engine:
     """
 
     def __init__(
-        self, detectors: Sequence[Detector], policy: Policy, models: Models | None = None
+        self,
+        detectors: Sequence[Detector],
+        policy: Policy,
+        models: Models | None = None,
+        *,
+        routes: Routes | None = None,
+        incidents: IncidentDetector | None = None,
     ) -> None:
         self.detectors = tuple(detectors)
         self.policy = policy
         self.models = models
         #: Page routes of signals, and the fleet-wide incident rules (run by the caller).
-        self.routes = Routes()
-        self.incidents = IncidentDetector()
+        self.routes = routes or Routes()
+        self.incidents = incidents or IncidentDetector()
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any] | None = None) -> Engine:
@@ -216,9 +222,8 @@ class Engine:
         models = Models.from_config(config.pop("model", {}))
         routes = Routes.from_config(config.pop("routes", {}))
         incidents = IncidentDetector.from_config(config.pop("incidents", {}))
-        engine = cls(registry.build(config), policy, models if models.enabled else None)
-        engine.routes, engine.incidents = routes, incidents
-        return engine
+        return cls(registry.build(config), policy, models if models.enabled else None,
+                   routes=routes, incidents=incidents)
 
     def features(self, state: SessionState) -> Features:
         p = state.policy

@@ -447,8 +447,8 @@ class _Observed(Engine):
     """
 
     def __init__(self, engine: Engine, keep_ts: set[str]) -> None:
-        super().__init__(engine.detectors, engine.policy, engine.models)
-        self.routes, self.incidents = engine.routes, engine.incidents
+        super().__init__(engine.detectors, engine.policy, engine.models,
+                         routes=engine.routes, incidents=engine.incidents)
         self.keep_ts = keep_ts
         self.sessions: dict[str, list[int]] = {}
 
