@@ -88,6 +88,9 @@ class Pipeline:
         self.max_record_bytes = max_record_bytes
         #: The largest event ts seen: the event-time clock of idle-session expiry.
         self.watermark = 0
+        #: Each stored session's last event ts, so the sweep need not decode every
+        #: state; a cache of the table (rebuilt from it for keys it has not seen).
+        self._last_ts: dict[bytes, int | None] = {}
 
     def process(self, key: bytes | None, value: bytes | None, **meta: Any) -> Produced:
         """One record (see :meth:`process_batch`)."""
@@ -129,8 +132,10 @@ class Pipeline:
             # Assign, never mutate in place: only an assignment reaches the changelog.
             if session_key in ended:
                 self.states.pop(session_key, None)
+                self._last_ts.pop(session_key, None)
             else:
                 self.states[session_key] = state.to_json()
+                self._last_ts[session_key] = state.last_ts
         now = time.time()
         for record in records:
             if record.timestamp_s is not None:
@@ -183,13 +188,17 @@ class Pipeline:
         """
         cutoff = self.watermark - idle_ms
         expired = []
-        for session_key, stored in list(self.states.items()):
-            if not owns(session_key):
+        known, self._last_ts = self._last_ts, {}
+        for session_key in list(self.states.keys()):
+            if session_key in known:
+                last = known[session_key]
+            else:  # recovered from the changelog: decode once
+                last = SessionState.from_json(self.states[session_key]).last_ts
+            if last is None or last >= cutoff or not owns(session_key):
+                self._last_ts[session_key] = last
                 continue
-            state = SessionState.from_json(stored)
-            if state.last_ts is not None and state.last_ts < cutoff:
-                outcome = self.engine.expire(state)
-                self._count(outcome)
-                expired.append(outcome)
-                self.states.pop(session_key, None)
+            outcome = self.engine.expire(SessionState.from_json(self.states[session_key]))
+            self._count(outcome)
+            expired.append(outcome)
+            self.states.pop(session_key, None)
         return expired

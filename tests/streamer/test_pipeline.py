@@ -67,3 +67,17 @@ def test_unknown_types_are_kept_and_counted_as_other() -> None:
     pipeline.process(b"s", orjson.dumps({"session_id": "s", "type": "hover", "ts": 1}))
     assert sample(metrics, "frictionwatch_events_total", type="other") == 1
     assert SessionState.from_json(states[b"s"]).counts == {"other": 1}
+
+
+def test_sweep_expires_idle_sessions_including_ones_recovered_from_the_changelog() -> None:
+    pipeline, states, metrics = pipeline_factory()
+    view = {"session_id": "old", "type": "page_view", "ts": 1_000, "page": "/"}
+    pipeline.process(b"old", orjson.dumps(view))
+    recovered = SessionState("restored", last_ts=2_000, first_ts=2_000)
+    states[b"restored"] = recovered.to_json()  # written by another worker, never seen here
+    pipeline.process(b"new", orjson.dumps(dict(view, session_id="new", ts=100_000)))
+    expired = pipeline.sweep(idle_ms=50_000)
+    assert {o.session_id for o in expired} == {"old", "restored"}
+    assert set(states) == {b"new"}
+    assert sample(metrics, "frictionwatch_outcomes_total", result="abandoned", group="none") == 2
+    assert pipeline.sweep(idle_ms=50_000) == []
