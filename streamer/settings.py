@@ -110,7 +110,8 @@ class Settings:
             raw = env.get(f"FW_{f.name.upper()}")
             if raw is None or f.name == "detection":
                 continue
-            kind = str if f.name in ("config_file", "data_dir") else type(getattr(cls, f.name, ""))
+            # The default's type says how to read the variable; optional ones are paths.
+            kind = str if f.default is None else type(f.default)
             try:
                 values[f.name] = kind(raw)
             except ValueError:
