@@ -35,7 +35,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from streamer.embedded import EmbeddedBroker, create_topics, free_port
 from streamer.settings import Settings
-from streamer.topics import Topics
+from streamer.stream.topics import Topics
 
 ROOT = Path(__file__).resolve().parent.parent
 BROWSER_ARGS = [
@@ -107,7 +107,7 @@ def start_worker(broker: EmbeddedBroker, log_dir: Path) -> tuple[subprocess.Pope
     with open(log, "wb") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", "streamer", "worker", "--broker", broker.address, "--app-id",
-             "fw-bench-browser", "--partitions", "2", "--web-port", str(port)],
+             "fw-bench-browser", "--partitions", "2", "--web-port", str(port), "--demo"],
             stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=ROOT,
         )
     web = f"http://127.0.0.1:{port}"

@@ -2,9 +2,9 @@
 
 ``python -m benchmarks.model_auc [--seed 1] [--sessions 5000] [--every 500]
 [--nudge-effect 0.2 --holdout-share 0.3]`` simulates labelled traffic
-(:func:`streamer.simulate.generate`) and then:
+(:func:`streamer.tools.simulate.generate`) and then:
 
-1. **AUC.** Replays it as ``frictionwatch replay`` does (:func:`streamer.replay.replay_lines`:
+1. **AUC.** Replays it as ``frictionwatch replay`` does (:func:`streamer.tools.replay.replay_lines`:
    the pipeline, the idle sweep with the settings' default timeout, every session
    still open ended at the end of the input). Each outcome is scored before it is
    learned (prequential), so every figure is out of sample. Every ``--every``
@@ -42,10 +42,10 @@ import orjson
 
 from detectors.events import MAX_RECORD_BYTES
 from detectors.session import Engine, SessionState
-from streamer import simulate
-from streamer.evaluate import model_from_metrics
 from streamer.metrics import Metrics
-from streamer.replay import replay_lines
+from streamer.tools import simulate
+from streamer.tools.evaluate import model_from_metrics
+from streamer.tools.replay import replay_lines
 
 
 def exact_auc(pairs: Sequence[tuple[bool, float]]) -> float | None:

@@ -12,7 +12,7 @@
 (d)  our pipeline over realistic browser beacons (``simulate.interleave``), whose size
      is set by the SDK's flush rules, not by us.
 
-The events are :func:`streamer.simulate.generate`'s realistic mix, the same events in
+The events are :func:`streamer.tools.simulate.generate`'s realistic mix, the same events in
 every case. Every topic is filled before its consumer starts, so only consumption is
 timed. A Faust worker is timed from the first event it counts to the last (its
 group join and table recovery are excluded): the harness polls the worker's counter
@@ -50,10 +50,10 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from streamer import simulate
 from streamer.embedded import EmbeddedBroker, create_topics, free_port
-from streamer.settings import EVENTS_TOPIC, Settings
-from streamer.topics import Topics
+from streamer.settings import Settings
+from streamer.stream.topics import EVENTS_TOPIC, Topics
+from streamer.tools import simulate
 
 ROOT = Path(__file__).resolve().parent.parent
 PARTITIONS = 4

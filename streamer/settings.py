@@ -1,96 +1,97 @@
-"""Frozen settings: the only place that reads the environment or config files.
+"""Frozen process settings: the only place that reads the environment or config files.
 
 Every field can be set as ``FW_<NAME>`` in the environment (``FW_BROKER``,
 ``FW_WEB_PORT``, ...) or by a CLI flag; flags win over the environment, which wins
-over the defaults here.
+over the defaults here. Each field is declared once (default, range, doc) with
+:func:`detectors.config.setting`; a variable is read by the field's declared type, so
+``FW_DEMO=false`` is false.
+
+>>> Settings.load({"FW_PARTITIONS": "8", "FW_DEMO": "false"}).partitions
+8
+>>> Settings.load({"FW_DEMO": "no"}).demo, Settings.load({"FW_DEMO": "1"}).demo
+(False, True)
+>>> Settings.load({"FW_PARTITIONS": "eight"})
+Traceback (most recent call last):
+...
+detectors.errors.ConfigError: FW_PARTITIONS = 'eight' must be an integer
+>>> Settings.load({"FW_WEB_PORT": "70000"})
+Traceback (most recent call last):
+...
+detectors.errors.ConfigError: web_port = 70000 is out of range: allowed 0 to 65535
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import secrets
 import tomllib
+import typing
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from detectors.config import check, setting
 from detectors.errors import ConfigError
 from detectors.events import MAX_RECORD_BYTES
 from detectors.session import Engine
 
-EVENTS_TOPIC = "frictionwatch.events"
-INTERVENTIONS_TOPIC = "frictionwatch.interventions"
-SIGNALS_TOPIC = "frictionwatch.signals"
-DEADLETTER_TOPIC = "frictionwatch.deadletter"
-MODELS_TOPIC = "frictionwatch.models"
-INCIDENTS_TOPIC = "frictionwatch.incidents"
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off", ""})
 
 
 @dataclass(frozen=True)
 class Settings:
-    broker: str = "kafka://127.0.0.1:9092"
-    app_id: str = "frictionwatch"
-    partitions: int = 4
-    web_host: str = "127.0.0.1"
-    web_port: int = 6066
-    store: str = "memory://"
-    #: Where Faust keeps local files (RocksDB tables); a temp dir when not set.
-    data_dir: str | None = None
-    #: Bytes per Kafka record or per HTTP beacon; larger ones are refused as too_large.
-    max_record_bytes: int = MAX_RECORD_BYTES
-    #: A TOML file with detector sections and a [policy] section (see README).
-    config_file: str | None = None
-    #: at_least_once everywhere; exactly_once only on brokers with transactions.
-    processing_guarantee: str = "at_least_once"
-    #: Faust consumer-group timeouts; short ones make a restarted worker rejoin fast.
-    session_timeout_s: float = 10.0
-    heartbeat_interval_s: float = 1.0
-    loglevel: str = "warning"
-    #: The longest a consumer fetch waits for data (Faust hard-codes 1500).
-    fetch_max_wait_ms: int = 100
-    #: A session silent for this long (event time, ms) is abandoned and its state freed.
-    idle_timeout_ms: int = 1_800_000
-    #: How often (seconds) the worker looks for idle sessions.
-    sweep_interval_s: float = 10.0
-    #: How often (seconds) the online models are checkpointed to frictionwatch.models.
-    model_checkpoint_s: float = 30.0
-    #: Detector and policy configuration, read from config_file.
-    detection: Mapping[str, Any] = field(default_factory=dict, compare=False)
-    # -- browser endpoints (SDK, SSE); see streamer/guard.py ----------------------------
-    #: HMAC-SHA256 key of session tokens. Empty: a random one per process, so tokens
+    section = ""
+
+    broker: str = setting("kafka://127.0.0.1:9092", doc="bootstrap servers, comma-separated")
+    app_id: str = setting("frictionwatch", doc="Faust app id = consumer group")
+    partitions: int = setting(4, low=1, high=1024, doc="partitions of topics the worker creates")
+    web_host: str = setting("127.0.0.1", doc="HTTP bind address")
+    web_port: int = setting(6066, low=0, high=65535, doc="HTTP port")
+    store: str = setting("memory://", doc="Faust table store (rocksdb:// in production)")
+    #: Where Faust keeps local files (RocksDB tables); a temp dir when empty.
+    data_dir: str = setting("", doc="where Faust keeps RocksDB files (a temp dir when empty)")
+    max_record_bytes: int = setting(MAX_RECORD_BYTES, low=1024, high=16 << 20,
+                                    doc="cap per Kafka record and per HTTP beacon")
+    config_file: str = setting("", doc="detector/policy/model TOML file")
+    processing_guarantee: str = setting(
+        "at_least_once", choices=("at_least_once", "exactly_once"),
+        doc="exactly_once needs a broker with transactions")
+    session_timeout_s: float = setting(10.0, low=0.5, high=300,
+                                       doc="consumer-group session timeout")
+    heartbeat_interval_s: float = setting(1.0, low=0.1, high=60, doc="consumer-group heartbeat")
+    loglevel: str = setting("warning", doc="worker log level")
+    fetch_max_wait_ms: int = setting(100, low=1, high=10_000,
+                                     doc="longest a consumer fetch waits (Faust hard-codes 1500)")
+    idle_timeout_ms: int = setting(1_800_000, low=1000, high=7 * 86_400_000,
+                                   doc="a session silent this long is abandoned")
+    sweep_interval_s: float = setting(10.0, low=0.1, high=3600, doc="how often idle sessions are looked for")
+    model_checkpoint_s: float = setting(30.0, low=0.1, high=86_400,
+                                        doc="how often the online models are checkpointed")
+    demo: bool = setting(False, doc="serve the demo shop at /demo (frictionwatch run does)")
+    # -- browser endpoints (SDK, SSE); see streamer/web/guard.py ----------------------------
+    #: HMAC-SHA256 key of session tokens. Unset: a random one per process, so tokens
     #: open streams only on the worker that issued them; set FW_SECRET on every worker.
-    secret: str = field(default="", repr=False, compare=False)
-    #: Lifetime of a session token; the SDK renews it before it runs out.
-    token_ttl_s: float = 3600.0
-    #: Site keys /v1/collect and /v1/sessions accept, comma-separated; empty: none needed.
-    site_keys: str = ""
-    #: Origins allowed to call the browser endpoints cross-origin, comma-separated ("*":
-    #: any). The worker's own origin is always allowed; calls without Origin are not CORS.
-    cors_origins: str = ""
-    #: Proxy addresses whose X-Forwarded-For names the client (for per-client limits).
-    trusted_proxies: str = ""
-    #: Token buckets: requests per client address, events per session (429 beyond).
-    rate_client_per_s: float = 20.0
-    rate_client_burst: float = 100.0
-    rate_session_per_s: float = 20.0
-    rate_session_burst: float = 200.0
+    secret: str = field(default_factory=lambda: secrets.token_hex(32), repr=False, compare=False)
+    token_ttl_s: float = setting(3600.0, low=1, high=30 * 86_400, doc="lifetime of a session token")
+    site_keys: str = setting("", doc="site keys collect and sessions accept (empty: none needed)")
+    cors_origins: str = setting("", doc='origins allowed cross-origin, comma-separated ("*": any)')
+    trusted_proxies: str = setting("", doc="proxies whose X-Forwarded-For names the client")
+    rate_client_per_s: float = setting(20.0, low=0.001, high=1e6, doc="requests/s per client")
+    rate_client_burst: float = setting(100.0, low=1, high=1e6, doc="request burst per client")
+    rate_session_per_s: float = setting(20.0, low=0.001, high=1e6, doc="events/s per session")
+    rate_session_burst: float = setting(200.0, low=1, high=1e6, doc="event burst per session")
+    #: Detector, policy, model, routes and incidents configuration, from config_file.
+    detection: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
-        if not 1 <= self.partitions <= 1024:
-            raise ConfigError(f"partitions = {self.partitions} is out of range: allowed 1 to 1024")
-        if not 0 <= self.web_port <= 65535:
-            raise ConfigError(f"web_port = {self.web_port} is out of range: allowed 0 to 65535")
-        if self.processing_guarantee not in ("at_least_once", "exactly_once"):
-            raise ConfigError(
-                f"processing_guarantee = {self.processing_guarantee!r}: "
-                "allowed 'at_least_once' or 'exactly_once'"
-            )
-        if self.config_file and not self.detection:
-            object.__setattr__(self, "detection", load_detection_config(self.config_file))
+        check(self)
+        if len(self.secret) < 16:
+            raise ConfigError("secret is too short: use at least 16 characters (32 random bytes)")
         # Fail at start, before any broker is touched, naming the bad key.
         Engine.from_config(self.detection)
-        _check_browser_settings(self)
 
     @property
     def broker_urls(self) -> list[str]:
@@ -103,24 +104,45 @@ class Settings:
 
     @classmethod
     def load(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
-        """Defaults, then ``FW_*`` variables, then non-None ``overrides``."""
+        """Defaults, then ``FW_*`` variables, then non-None ``overrides``; the detection
+        config is read from ``config_file`` when one is named."""
         env = os.environ if env is None else env
+        types = typing.get_type_hints(cls)
         values: dict[str, Any] = {}
-        for f in fields(cls):
+        for f in dataclasses.fields(cls):
             raw = env.get(f"FW_{f.name.upper()}")
-            if raw is None or f.name == "detection":
+            if raw is None or f.name == "detection" or (f.name == "secret" and not raw):
                 continue
-            # The default's type says how to read the variable; optional ones are paths.
-            kind = str if f.default is None else type(f.default)
-            try:
-                values[f.name] = kind(raw)
-            except ValueError:
-                raise ConfigError(f"FW_{f.name.upper()} = {raw!r} must be {kind.__name__}") from None
+            values[f.name] = parse_env(f"FW_{f.name.upper()}", raw, types[f.name])
         values.update({k: v for k, v in overrides.items() if v is not None})
+        if values.get("config_file") and "detection" not in values:
+            values["detection"] = load_detection_config(values["config_file"])
         return cls(**values)
 
     def with_(self, **changes: Any) -> Settings:
         return replace(self, **changes)
+
+
+def parse_env(name: str, raw: str, kind: Any) -> Any:
+    """One environment variable, read as ``kind`` (bool, int, float or str)."""
+    text = raw.strip()
+    if kind is bool:
+        if text.lower() in _TRUE:
+            return True
+        if text.lower() in _FALSE:
+            return False
+        raise ConfigError(f"{name} = {raw!r} must be true or false")
+    if kind is int:
+        try:
+            return int(text)
+        except ValueError:
+            raise ConfigError(f"{name} = {raw!r} must be an integer") from None
+    if kind is float:
+        try:
+            return float(text)
+        except ValueError:
+            raise ConfigError(f"{name} = {raw!r} must be a number") from None
+    return raw
 
 
 def load_detection_config(path: str | Path) -> dict[str, Any]:
@@ -132,16 +154,3 @@ def load_detection_config(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"config file {str(path)!r} does not exist") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {str(path)!r} is not valid TOML: {exc}") from None
-
-
-def _check_browser_settings(settings: Settings) -> None:
-    if not settings.secret:
-        object.__setattr__(settings, "secret", secrets.token_hex(32))
-    elif len(settings.secret) < 16:
-        raise ConfigError("secret is too short: use at least 16 characters (32 random bytes)")
-    for name in ("token_ttl_s", "rate_client_per_s", "rate_session_per_s"):
-        if not getattr(settings, name) > 0:
-            raise ConfigError(f"{name} = {getattr(settings, name)} must be > 0")
-    for name in ("rate_client_burst", "rate_session_burst"):
-        if not getattr(settings, name) >= 1:
-            raise ConfigError(f"{name} = {getattr(settings, name)} must be >= 1")

@@ -24,7 +24,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from streamer.embedded import EMBEDDED_GROUP_TIMEOUTS, EmbeddedBroker, create_topics, free_port
 from streamer.settings import Settings
-from streamer.topics import Topics
+from streamer.stream.topics import Topics
 
 ROOT = Path(__file__).resolve().parent.parent
 #: The embedded broker holds a group join for half the session timeout: keep it short.

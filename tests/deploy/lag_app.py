@@ -2,7 +2,7 @@
 
 ``python -m tests.deploy.lag_app BROKER PORT GATE``: the agent holds its first record
 until the file ``GATE`` exists, so the test controls when the lag can drain. /metrics
-serves the registry that :func:`streamer.lag.register` was given. Faust's data
+serves the registry that :func:`streamer.stream.lag.register` was given. Faust's data
 directory goes beside ``GATE``, not into the working directory.
 """
 
@@ -17,8 +17,8 @@ import faust
 from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from streamer import lag
-from streamer.settings import EVENTS_TOPIC
+from streamer.stream import lag
+from streamer.stream.topics import EVENTS_TOPIC
 
 
 def build(broker: str, port: int, gate: Path) -> faust.App:

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from streamer.settings import Settings
-from streamer.topics import Topics
+from streamer.stream.topics import Topics
 from tests.conftest import need_tool
 from tests.deploy.promql import DEPLOY, GRAFANA_PROVISIONING, PROMETHEUS_CONFIG, ROOT, load_yaml
 

@@ -1,4 +1,4 @@
-"""Consumer lag exported by the worker (streamer.lag): unit tests and the real broker."""
+"""Consumer lag exported by the worker (streamer.stream.lag): unit tests and the real broker."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 from streamer.embedded import EmbeddedBroker, create_topics, free_port
-from streamer.lag import ConsumerLag
-from streamer.settings import EVENTS_TOPIC
+from streamer.stream.lag import ConsumerLag
+from streamer.stream.topics import EVENTS_TOPIC
 from tests.conftest import ROOT, produce, stop_process, wait_for
 
 EVENTS = EVENTS_TOPIC

@@ -30,8 +30,8 @@ import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from streamer import outage, simulate
 from streamer.embedded import EmbeddedBroker, free_port
+from streamer.tools import outage, simulate
 from tests.conftest import WorkerProcess, need_tool, produce, running_worker, stop_process, wait_for
 from tests.deploy.promql import (
     DASHBOARDS,

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from streamer import simulate
 from streamer.embedded import EmbeddedBroker
+from streamer.tools import simulate
 from tests.conftest import WorkerProcess, produce, start_worker, stop_process, wait_for
 
 pytestmark = pytest.mark.broker

@@ -15,7 +15,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from streamer.__main__ import main
+from streamer.cli import main
 from tests.conftest import ROOT, stop_process
 
 

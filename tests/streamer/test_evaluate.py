@@ -10,8 +10,8 @@ import orjson
 import pytest
 
 from detectors.registry import REGISTRY
-from streamer.__main__ import main
-from streamer.evaluate import LabelsError, evaluate, format_comparison, format_report, parse_labels
+from streamer.cli import main
+from streamer.tools.evaluate import LabelsError, evaluate, format_comparison, format_report, parse_labels
 
 T0 = 1_000_000
 

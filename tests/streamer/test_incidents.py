@@ -18,12 +18,12 @@ from prometheus_client import CollectorRegistry
 
 from detectors.incidents import IncidentDetector
 from detectors.session import Engine
-from streamer import outage, simulate
-from streamer.__main__ import main
+from streamer.cli import main
 from streamer.embedded import EmbeddedBroker
-from streamer.incidents import IncidentTable, observation
 from streamer.metrics import Metrics
-from streamer.replay import replay_lines
+from streamer.stream.incidents import IncidentTable, observation
+from streamer.tools import outage, simulate
+from streamer.tools.replay import replay_lines
 from tests.conftest import RULES_ONLY, consume, produce, start_worker, stop_process, wait_for
 
 MIN = 60_000

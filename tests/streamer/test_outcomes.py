@@ -15,12 +15,11 @@ from prometheus_client import start_http_server
 
 from detectors.registry import REGISTRY
 from detectors.session import Engine, Outcome, SessionState
-from streamer import simulate
-from streamer.__main__ import main
-from streamer.evaluate import model_from_metrics, model_from_text, model_report
+from streamer.cli import main
 from streamer.metrics import Metrics
-from streamer.replay import replay_lines
-from streamer.simulate import (
+from streamer.tools.evaluate import model_from_metrics, model_from_text, model_report
+from streamer.tools.replay import replay_lines
+from streamer.tools.simulate import (
     CLEAN_CONVERSION,
     FRICTION_CONVERSION,
     SimSession,
@@ -389,13 +388,3 @@ def test_model_report_counts_groups() -> None:
     r = model_report(counts, risk_auc=None)
     assert r["outcomes"] == 22 and r["none"]["rate"] == 0.25 and r["risk_auc"] is None
     assert r["uplift"]["estimate"] is None  # no holdout
-
-
-def test_module_doctests() -> None:
-    import doctest
-
-    from streamer import evaluate
-
-    assert doctest.testmod(simulate).failed == 0
-    flags = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE  # as pytest runs doctests
-    assert doctest.testmod(evaluate, optionflags=flags).failed == 0

@@ -6,7 +6,7 @@ import orjson
 
 from detectors.session import Engine, SessionState
 from streamer.metrics import Metrics
-from streamer.pipeline import Pipeline
+from streamer.stream.pipeline import Pipeline
 
 
 def pipeline_factory() -> tuple[Pipeline, dict[bytes, bytes], Metrics]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import doctest
 from collections import Counter
 from itertools import pairwise
 from pathlib import Path
@@ -10,11 +9,10 @@ from pathlib import Path
 import orjson
 import pytest
 
-import streamer.simulate as simulate
 from detectors.events import decode_record, validate_event
 from detectors.registry import REGISTRY
 from detectors.session import Engine, SessionState
-from streamer.simulate import (
+from streamer.tools.simulate import (
     DEFAULT_START_TS,
     EPISODES,
     SimSession,
@@ -51,10 +49,6 @@ def _fired(session: SimSession, engine: Engine) -> dict[str, int]:
             if signal.detector in REGISTRY:
                 first.setdefault(signal.detector, signal.ts)
     return first
-
-
-def test_module_doctests() -> None:
-    assert doctest.testmod(simulate).failed == 0
 
 
 def test_same_seed_is_byte_identical_and_other_seeds_differ() -> None:

@@ -11,8 +11,8 @@ import orjson
 import pytest
 
 from detectors.session import Engine
-from streamer import simulate
-from streamer.replay import replay_lines
+from streamer.tools import simulate
+from streamer.tools.replay import replay_lines
 from tests.conftest import RULES_ONLY, WorkerProcess, consume, need_tool, produce, wait_for
 
 pytestmark = pytest.mark.broker

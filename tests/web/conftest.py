@@ -75,7 +75,7 @@ def web_broker() -> Iterator[EmbeddedBroker]:
 def web_worker(web_broker: EmbeddedBroker, tmp_path_factory: pytest.TempPathFactory
                ) -> Iterator[WorkerProcess]:
     """A worker with a known secret, site keys, a CORS allow-list and a trusted proxy."""
-    with running_worker(web_broker, tmp_path_factory.mktemp("web"), "fw-web",
+    with running_worker(web_broker, tmp_path_factory.mktemp("web"), "fw-web", "--demo",
                         env=WEB_ENV) as w:
         yield w
 

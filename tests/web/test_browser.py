@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from streamer.tokens import TokenSigner
+from streamer.web.tokens import TokenSigner
 from tests.conftest import WorkerProcess
 from tests.web.conftest import ARTIFACTS, SECRET, Shop, fail_payment, records_of
 

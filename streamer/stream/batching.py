@@ -34,17 +34,17 @@ T = TypeVar("T")
 A = TypeVar("A")
 
 
-async def partition_batches(stream: Any) -> AsyncIterator[list[faust.EventT]]:
+async def partition_batches(stream: Any) -> AsyncIterator[list[faust.EventT[Any]]]:
     """Batches of events, each from a single partition, in partition order."""
     async for batch in stream.take_events(BATCH_MAX, within=BATCH_WITHIN):
-        by_partition: dict[int, list[faust.EventT]] = defaultdict(list)
+        by_partition: dict[int, list[faust.EventT[Any]]] = defaultdict(list)
         for event in batch:
             by_partition[event.message.partition].append(event)
         for events in by_partition.values():
             yield events
 
 
-def in_context_of(events: Sequence[faust.EventT], work: Callable[[A], T], arg: A) -> T:
+def in_context_of(events: Sequence[faust.EventT[Any]], work: Callable[[A], T], arg: A) -> T:
     """``work(arg)`` (which writes a table) as if processing ``events``' partition."""
     token = _current_event.set(weakref.ref(events[-1]))
     try:

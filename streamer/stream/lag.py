@@ -16,7 +16,7 @@ response. The first is exact on Apache Kafka; the embedded broker (Tansu) answer
 with the last batch's base offset + 1, short when a batch holds several records. The
 second is right on both but can be stale (a paused partition is not fetched).
 
-Wiring, in :func:`streamer.app.build`::
+Wiring, in :func:`streamer.stream.app.build`::
 
     lag.register(app, [topics.events], metrics.registry)
 """

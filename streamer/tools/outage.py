@@ -1,6 +1,6 @@
 """A simulated outage: the payment gateway fails for everyone for a while.
 
-:func:`inject` rewrites generated sessions (see :mod:`streamer.simulate`): every session
+:func:`inject` rewrites generated sessions (see :mod:`streamer.tools.simulate`): every session
 whose payment attempt falls between ``start_ts`` and ``end_ts`` of event time gets a
 ``checkout_failed`` (reason "timeout", code "gateway_timeout") instead of what followed,
 retries once or twice (each retry inside the window fails too, one after it succeeds)
@@ -9,7 +9,7 @@ labels of events that no longer happen are dropped, and a session that now fails
 gets a ``checkout_failure`` label with ``episode`` "outage". The window itself is the
 :class:`Outage`, so tests know when it began and ended.
 
->>> from streamer import simulate
+>>> from streamer.tools import simulate
 >>> outage = Outage.parse("2:10")
 >>> sessions = inject(simulate.generate(seed=3, sessions=300), outage)
 >>> hit = [s for s in sessions if any(e.get("code") == "gateway_timeout" and
@@ -28,7 +28,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from streamer.simulate import DEFAULT_START_TS, SimSession
+from streamer.tools.simulate import DEFAULT_START_TS, SimSession
 
 MINUTE_MS = 60_000
 
@@ -90,12 +90,12 @@ def _session(session: SimSession, outage: Outage) -> SimSession:
             failures += 1
     labels = [lb for lb in session.labels if lb["onset_ts"] <= ts]
     labelled = any(lb["type"] == "checkout_failure" for lb in labels)
-    base = {k: attempt[k] for k in ("session_id", "user_id") if k in attempt}
+    base: dict[str, Any] = {k: attempt[k] for k in ("session_id", "user_id") if k in attempt}
     page = attempt.get("page", "/checkout")
     out = list(kept)
 
     def emit(kind: str, **fields: Any) -> dict[str, Any]:
-        event = {**base, "type": kind, "ts": ts, "page": page,
+        event: dict[str, Any] = {**base, "type": kind, "ts": ts, "page": page,
                  "event_id": f"{session.session_id}-o{len(out) - at:03d}", **fields}
         out.append(event)
         return event

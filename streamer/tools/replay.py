@@ -3,7 +3,7 @@
 Each input line is one event (or an array of one session's events), as produced to
 ``frictionwatch.events``. The output is one JSON line per signal and per
 intervention, the same records the stream publishes, and per incident open or close
-(:mod:`streamer.incidents`). Lines that do not decode are
+(:mod:`streamer.stream.incidents`). Lines that do not decode are
 reported on stderr with their line number and the reason, and counted; they never
 stop the replay.
 
@@ -24,10 +24,10 @@ from typing import IO, Any
 import orjson
 
 from detectors.session import Engine
-from streamer.incidents import adds_incidents
 from streamer.metrics import Metrics
-from streamer.pipeline import Pipeline
 from streamer.settings import Settings
+from streamer.stream.incidents import adds_incidents
+from streamer.stream.pipeline import Pipeline
 
 #: Input lines between two sweeps for idle sessions. A sweep reads every open
 #: session's state, so it is not done per line; idle timeouts are minutes of event

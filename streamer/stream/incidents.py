@@ -35,15 +35,15 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from detectors.incidents import Change, IncidentBook, IncidentDetector, State, key_of
-from streamer.batching import in_context_of, owner, partition_batches
 from streamer.metrics import Metrics
+from streamer.stream.batching import in_context_of, owner, partition_batches
 
 if TYPE_CHECKING:  # replay imports this module: no Faust unless it runs a worker
     import faust
 
     from detectors.session import Engine
     from streamer.settings import Settings
-    from streamer.topics import Topics
+    from streamer.stream.topics import Topics
 
 log = logging.getLogger(__name__)
 
@@ -238,14 +238,14 @@ def register(
     app: faust.App, topics: Topics, settings: Settings, metrics: Metrics
 ) -> tuple[IncidentFeed, IncidentTable]:
     """The incident agent and the tick timer; returns the feed for the main agent."""
-    from streamer.topics import incident_signals_topic
+    from streamer.stream.topics import incident_signals_topic
 
     detector = IncidentDetector.from_config(settings.detection.get("incidents", {}))
     core = IncidentTable(detector, topics.incident_to_state, metrics)
     owns = owner(app, incident_signals_topic(settings), settings.partitions)
 
     @app.agent(topics.signals_by_incident, name="detect_incidents")
-    async def detect_incidents(stream: AsyncIterable[faust.EventT]) -> None:
+    async def detect_incidents(stream: AsyncIterable[faust.EventT[Any]]) -> None:
         async for events in partition_batches(stream):
             pairs = [(e.message.key, e.message.value) for e in events]
             for change in in_context_of(events, core.process, pairs):

@@ -6,15 +6,15 @@ from dataclasses import dataclass
 
 import faust
 
-from streamer.settings import (
-    DEADLETTER_TOPIC,
-    EVENTS_TOPIC,
-    INCIDENTS_TOPIC,
-    INTERVENTIONS_TOPIC,
-    MODELS_TOPIC,
-    SIGNALS_TOPIC,
-    Settings,
-)
+from streamer.settings import Settings
+
+#: Topic names are contracts (README "Contracts"): never rename, only add.
+EVENTS_TOPIC = "frictionwatch.events"
+INTERVENTIONS_TOPIC = "frictionwatch.interventions"
+SIGNALS_TOPIC = "frictionwatch.signals"
+DEADLETTER_TOPIC = "frictionwatch.deadletter"
+MODELS_TOPIC = "frictionwatch.models"
+INCIDENTS_TOPIC = "frictionwatch.incidents"
 
 SESSIONS_TABLE = "session_to_state"
 INCIDENTS_TABLE = "incident_to_state"
@@ -34,13 +34,13 @@ class Topics:
     #: Pickled online models, key = app id; compacted: only the latest matters.
     models: faust.TopicT
     #: session id -> SessionState as orjson bytes; changelog-backed.
-    session_to_state: faust.Table
+    session_to_state: faust.types.TableT[bytes, bytes]
     #: Incident opens and closes (streamer/incidents.py), key = "route|failure".
     incidents: faust.TopicT
     #: Signals repartitioned by incident key: each key's observations on one partition.
     signals_by_incident: faust.TopicT
     #: "route|failure" -> the key's incident detector state as orjson; changelog-backed.
-    incident_to_state: faust.Table
+    incident_to_state: faust.types.TableT[bytes, bytes]
 
     @staticmethod
     def names(settings: Settings) -> list[str]:

@@ -1,20 +1,21 @@
 """The pipeline agent and its timers: consume, run the pipeline, publish, expire.
 
-Thin on purpose; the work is in :mod:`streamer.pipeline` and :mod:`detectors`.
+Thin on purpose; the work is in :mod:`streamer.stream.pipeline` and :mod:`detectors`.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterable, Sequence
+from typing import Any
 
 import faust
 import orjson
 
-from streamer.batching import in_context_of, owner, partition_batches
-from streamer.incidents import IncidentFeed
-from streamer.pipeline import Pipeline, Produced, Record
-from streamer.settings import EVENTS_TOPIC, Settings
-from streamer.topics import Topics
+from streamer.settings import Settings
+from streamer.stream.batching import in_context_of, owner, partition_batches
+from streamer.stream.incidents import IncidentFeed
+from streamer.stream.pipeline import Pipeline, Produced, Record
+from streamer.stream.topics import EVENTS_TOPIC, Topics
 
 
 def register(
@@ -36,7 +37,7 @@ def register(
             await topics.deadletter.send(key=dead.key, value=dead.value, headers=dead.headers)
 
     @app.agent(topics.events, name="detect_friction")
-    async def detect_friction(stream: AsyncIterable[faust.EventT]) -> None:
+    async def detect_friction(stream: AsyncIterable[faust.EventT[Any]]) -> None:
         async for events in partition_batches(stream):
             await publish(in_context_of(events, pipeline.process_batch, _records(events)))
 
@@ -56,7 +57,7 @@ def register(
             m.model_learned.set(models.risk.learned)
 
 
-def _records(events: Sequence[faust.EventT]) -> list[Record]:
+def _records(events: Sequence[faust.EventT[Any]]) -> list[Record]:
     return [
         Record(m.key, m.value, m.topic, m.partition, m.offset, m.timestamp)
         for m in (event.message for event in events)

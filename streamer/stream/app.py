@@ -11,16 +11,16 @@ from faust.tables import TableManager
 
 from detectors.model import Models
 from detectors.session import Engine
-from streamer import agents, checkpoint, incidents, lag, transport, views
-from streamer.guard import Guard
+from streamer import web
 from streamer.metrics import Metrics
-from streamer.pipeline import Pipeline
-from streamer.reload import ConfigReloader
 from streamer.settings import Settings
-from streamer.topics import Topics, declare
+from streamer.stream import agents, checkpoint, incidents, lag, transport
+from streamer.stream.pipeline import Pipeline
+from streamer.stream.reload import ConfigReloader
+from streamer.stream.topics import Topics, declare
 
 
-class PromptTableManager(TableManager):  # type: ignore[misc]
+class PromptTableManager(TableManager):
     """Faust's TableManager without the fixed one-second sleep before recovery starts."""
 
     async def on_start(self) -> None:
@@ -81,8 +81,6 @@ def build(
     agents.register(app, topics, pipeline, settings, incident_feed)
     lag.register(app, [topics.events], metrics.registry)
     checkpoint.install(app, topics, pipeline, settings, metrics)
-    guard = Guard.from_settings(settings)
-    views.register(app, topics, metrics, settings.max_record_bytes, guard=guard)
-    views.register_browser(app, settings, metrics, guard)
+    web.register(app, topics, settings, metrics)
     ConfigReloader(pipeline, settings.config_file, settings.detection).install(app)
     return Service(app, topics, pipeline, metrics, settings)

@@ -1,6 +1,6 @@
 """Built-in synthetic traffic for ``frictionwatch run``: simulated shoppers, live.
 
-Sessions from :mod:`streamer.simulate` are stamped from the current time and sent as
+Sessions from :mod:`streamer.tools.simulate` are stamped from the current time and sent as
 beacons (one record per session per batch) paced by their event time, ``speed`` times
 faster than real time, so the demo shows nudges and handoffs within seconds.
 """
@@ -13,8 +13,8 @@ import time
 
 import orjson
 
-from streamer import simulate
-from streamer.app import Service
+from streamer.stream.app import Service
+from streamer.tools import simulate
 
 SESSIONS_PER_WAVE = 40
 

@@ -111,8 +111,8 @@ class Pipeline:
                 continue
             if errors:
                 items = orjson.loads(raw)
-                for exc in errors:
-                    self._refuse(out, exc, record, orjson.dumps(items[exc.index]))
+                for error in errors:
+                    self._refuse(out, error, record, orjson.dumps(items[error.index]))
             for event in events:
                 # A keyless record may mix sessions: each event goes to its own state.
                 session_key = event["session_id"].encode()

@@ -97,7 +97,7 @@ def parse_labels(lines: Iterable[bytes], source: str = "labels") -> list[Label]:
     >>> parse_labels([b"", b'{"session_id": "s", "type": "dead_click"}'], "l.jsonl")
     Traceback (most recent call last):
     ...
-    streamer.evaluate.LabelsError: l.jsonl line 2: missing 'onset_ts' (needs session_id, type, onset_ts)
+    streamer.tools.evaluate.LabelsError: l.jsonl line 2: missing 'onset_ts' (needs session_id, type, onset_ts)
     """
     labels = []
     for number, line in enumerate(lines, 1):
@@ -383,7 +383,7 @@ def offline_report(
     err: IO[str] | None = None,
 ) -> Report:
     """``frictionwatch report FILE``: replay, then the model section (labels not needed)."""
-    from streamer.replay import replay_lines
+    from streamer.tools.replay import replay_lines
 
     metrics = Metrics()
     for _ in replay_lines(_progress(lines, err, "report"), engine, max_record_bytes=max_record_bytes,
@@ -490,8 +490,8 @@ def replay_report(
     (default: the settings' default) ends sessions idle that long during the replay;
     the report's ``"model"`` is :func:`model_report` after it (null without models).
     """
-    from streamer.replay import replay_lines
     from streamer.settings import Settings
+    from streamer.tools.replay import replay_lines
 
     observed = _Observed(engine, {label["session_id"] for label in labels})
     metrics = Metrics()

@@ -27,9 +27,9 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from streamer.metrics import WEB_ENDPOINTS, WEB_REASONS
-from streamer.ratelimit import TokenBuckets
 from streamer.settings import Settings
-from streamer.tokens import TokenSigner
+from streamer.web.ratelimit import TokenBuckets
+from streamer.web.tokens import TokenSigner
 
 #: Every reason a browser request is refused for, and the endpoints that count them:
 #: bounded sets, defined with the metrics they label.

@@ -11,15 +11,15 @@ secret; it only proves that this server issued it for that session until then.
 >>> signer.verify(token, "s-2", now=1000)
 Traceback (most recent call last):
 ...
-streamer.tokens.TokenError: 403 wrong_session: the token is for another session
+streamer.web.tokens.TokenError: 403 wrong_session: the token is for another session
 >>> signer.verify(token, "s-1", now=1060)
 Traceback (most recent call last):
 ...
-streamer.tokens.TokenError: 401 expired_token: the token expired 0 s ago; ask POST /v1/sessions for a new one
+streamer.web.tokens.TokenError: 401 expired_token: the token expired 0 s ago; ask POST ... for a new one
 >>> signer.verify(token[:-2] + "xx", "s-1", now=1000)
 Traceback (most recent call last):
 ...
-streamer.tokens.TokenError: 403 bad_token: the signature does not match
+streamer.web.tokens.TokenError: 403 bad_token: the signature does not match
 """
 
 from __future__ import annotations

@@ -361,10 +361,10 @@ class _Builder:
     def reaction(self) -> int:
         return int(self.rng.triangular(50, 900, 180))
 
-    def nav_click(self, target: str, page: str, **where: int) -> None:
+    def nav_click(self, target: str, page: str, *, x: int | None = None, y: int | None = None) -> None:
         """Click a link and land on ``page`` once the UI reacted."""
         reaction = self.reaction()
-        self.click(target, reaction, **where)
+        self.click(target, reaction, x=x, y=y)
         self.after(reaction, reaction + 150)
         self.view(page)
 
@@ -1197,25 +1197,29 @@ def interleave(
 
 def write_jsonl(
     sessions: Iterable[SimSession],
-    events_path: str | PathLike[str],
-    labels_path: str | PathLike[str],
+    events_path: str | PathLike[str] | None,
+    labels_path: str | PathLike[str] | None,
 ) -> tuple[int, int]:
-    """Write all events (one object a line, sorted by ts) and all labels (by onset).
+    """Write all events (one object a line, sorted by ts) and all labels (by onset);
+    either path may be None, to write only the other.
 
     Returns (events written, labels written).
     """
     sessions = list(sessions)
-    merged = heapq.merge(*(s.events for s in sessions), key=lambda e: e["ts"])
-    n_events = 0
-    with open(events_path, "wb") as out:
-        for event in merged:
-            out.write(orjson.dumps(event) + b"\n")
-            n_events += 1
-    labels = sorted(
-        (label for s in sessions for label in s.labels),
-        key=lambda lb: (lb["onset_ts"], lb["session_id"], lb["type"]),
-    )
-    with open(labels_path, "wb") as out:
-        for label in labels:
-            out.write(orjson.dumps(label) + b"\n")
-    return n_events, len(labels)
+    n_events = n_labels = 0
+    if events_path is not None:
+        merged = heapq.merge(*(s.events for s in sessions), key=lambda e: e["ts"])
+        with open(events_path, "wb") as out:
+            for event in merged:
+                out.write(orjson.dumps(event) + b"\n")
+                n_events += 1
+    if labels_path is not None:
+        labels = sorted(
+            (label for s in sessions for label in s.labels),
+            key=lambda lb: (lb["onset_ts"], lb["session_id"], lb["type"]),
+        )
+        with open(labels_path, "wb") as out:
+            for label in labels:
+                out.write(orjson.dumps(label) + b"\n")
+        n_labels = len(labels)
+    return n_events, n_labels

@@ -17,8 +17,8 @@ import faust
 
 from detectors.errors import DetectorError
 from detectors.session import Engine
-from streamer.pipeline import Pipeline
 from streamer.settings import load_detection_config
+from streamer.stream.pipeline import Pipeline
 
 log = logging.getLogger(__name__)
 

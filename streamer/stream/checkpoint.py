@@ -18,9 +18,9 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from detectors.model import Models
 from streamer.metrics import Metrics
-from streamer.pipeline import Pipeline
-from streamer.settings import MODELS_TOPIC, Settings
-from streamer.topics import Topics
+from streamer.settings import Settings
+from streamer.stream.pipeline import Pipeline
+from streamer.stream.topics import MODELS_TOPIC, Topics
 
 log = logging.getLogger(__name__)
 

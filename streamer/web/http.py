@@ -1,0 +1,54 @@
+"""What every browser endpoint does before its own work: CORS, client limits, refusals.
+
+Every refusal is a JSON ``{"error": reason, "detail": ...}`` with a status a client
+can act on (403 never, 401 ask again, 413 split, 429 wait ``Retry-After`` s), counted
+in ``frictionwatch_web_rejections_total{endpoint, reason}``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from faust.web import Request, Response, View
+
+from streamer.metrics import Metrics
+from streamer.web.guard import Guard, Refusal
+from streamer.web.tokens import TokenError
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who is calling: the CORS headers their answer needs, and whether they may."""
+
+    cors: dict[str, str]
+    refusal: Refusal | None
+
+
+def admit(guard: Guard, request: Request, *, limit: bool = True) -> Caller:
+    """Check the origin (and, with ``limit``, the client's request budget)."""
+    origin, host = request.headers.get("Origin"), request.headers.get("Host")
+    refusal = guard.check_origin(origin, host)
+    if refusal is None and limit:
+        peer = request.remote  # type: ignore[attr-defined]
+        refusal = guard.check_client(
+            guard.client_address(peer, request.headers.get("X-Forwarded-For")))
+    return Caller(guard.cors_headers(origin, host), refusal)
+
+
+def preflight(guard: Guard, view: View, request: Request, metrics: Metrics,
+              endpoint: str) -> Response:
+    """The answer to a CORS preflight (OPTIONS)."""
+    origin, host = request.headers.get("Origin"), request.headers.get("Host")
+    refusal = guard.check_origin(origin, host)
+    if refusal:
+        return refuse(view, metrics, endpoint, refusal, {})
+    return view.bytes(b"", status=204, headers=guard.preflight_headers(origin, host))
+
+
+def refuse(view: View, metrics: Metrics, endpoint: str, refusal: Refusal | TokenError,
+           cors: dict[str, str]) -> Response:
+    """Answer a refusal as JSON, counted by endpoint and reason."""
+    metrics.web_rejections.labels(endpoint, refusal.reason).inc()
+    headers = {**cors, **getattr(refusal, "headers", {})}
+    return view.json({"error": refusal.reason, "detail": refusal.detail},
+                     status=refusal.status, headers=headers or None)
