@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench lint clean system-packages
+.PHONY: run test bench lint clean system-packages config-reference
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,10 @@ bench: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check streamer detectors tests benchmarks
 	$(BIN)/mypy
+
+# deploy/frictionwatch.toml from the settings declared in detectors/ (never edit it by hand).
+config-reference: $(STAMP)
+	$(BIN)/python -m detectors.reference
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis

@@ -1,7 +1,8 @@
 """The one contract every detector keeps.
 
-A detector is a small object built from its settings (public, immutable, checked in
-``__init__``) that looks at one event at a time together with its own slice of the
+A detector is a small object built from its settings (public, immutable, each declared
+once as a dataclass field with :func:`detectors.config.setting` and checked when the
+object is made) that looks at one event at a time together with its own slice of the
 session's state, and may return a :class:`Signal`. The state is a plain dict the
 detector owns: JSON-serializable, bounded in size, and the only thing it may remember,
 so a session can move between workers with its changelog. Time is the events' ``ts``;
@@ -15,10 +16,10 @@ Signal(detector='help_request', strength=1.0, ts=9, action='handoff', evidence={
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 from typing import Any, ClassVar, Literal, Protocol
 
-from detectors.errors import ConfigError
+from detectors.config import check, setting
 from detectors.events import Event
 
 Action = Literal["nudge", "handoff"]
@@ -50,6 +51,31 @@ class Detector(Protocol):
     def step(self, state: dict[str, Any], event: Event) -> Signal | None: ...
 
 
+@dataclass
+class DetectorSettings:
+    """What every detector's config section takes; a detector derives from it.
+
+    A detector is a dataclass: each of its settings is a field made with
+    :func:`detectors.config.setting` (default, allowed range, doc), checked here when
+    the detector is made, however it is made. ``enabled`` (keyword-only, after the
+    detector's own settings) says whether :func:`detectors.registry.build` runs it.
+
+    >>> from detectors.rage_click import RageClick
+    >>> RageClick(min_clicks=4, enabled=False)  # doctest: +ELLIPSIS
+    RageClick(enabled=False, min_clicks=4, max_interval_ms=1000, ...)
+    >>> RageClick(min_clicks=1)
+    Traceback (most recent call last):
+    ...
+    detectors.errors.ConfigError: rage_click.min_clicks = 1 is out of range: allowed 2 to 100
+    """
+
+    _: KW_ONLY
+    enabled: bool = setting(True, doc="false: this detector does not run")
+
+    def __post_init__(self) -> None:
+        check(self)
+
+
 def rising_edge(state: dict[str, Any], active: bool) -> bool:
     """True once when ``active`` turns on, then False until it has been off again.
 
@@ -67,18 +93,3 @@ def rising_edge(state: dict[str, Any], active: bool) -> bool:
         return False
     state["fired"] = True
     return True
-
-
-def require(name: str, value: float, low: float, high: float | None = None) -> None:
-    """Raise :class:`ConfigError` unless ``low <= value (<= high)``.
-
-    >>> require("rage_click.min_clicks", 1, 2)
-    Traceback (most recent call last):
-    ...
-    detectors.errors.ConfigError: rage_click.min_clicks = 1 is out of range: allowed >= 2
-    """
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ConfigError(f"{name} = {value!r} must be a number")
-    if value < low or (high is not None and value > high):
-        allowed = f">= {low}" if high is None else f"{low} to {high}"
-        raise ConfigError(f"{name} = {value!r} is out of range: allowed {allowed}")

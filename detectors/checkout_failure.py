@@ -14,26 +14,31 @@ escalation decide what reaches the customer.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from detectors.base import Signal, require
+from detectors.base import DetectorSettings, Signal
+from detectors.config import setting
 from detectors.errors import ConfigError
 from detectors.events import Event
 
 
-class CheckoutFailure:
+@dataclass
+class CheckoutFailure(DetectorSettings):
     name: ClassVar[str] = "checkout_failure"
+    section_doc: ClassVar[str] = "The customer keeps trying to pay and keeps failing."
 
-    def __init__(self, nudge_after: int = 2, handoff_after: int = 3) -> None:
-        require("checkout_failure.nudge_after", nudge_after, 1, 100)
-        require("checkout_failure.handoff_after", handoff_after, 1, 100)
-        if handoff_after < nudge_after:
+    nudge_after: int = setting(2, low=1, high=100, doc="failed payments before a nudge")
+    handoff_after: int = setting(
+        3, low=1, high=100, doc="...and before a human takes over (>= nudge_after)")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.handoff_after < self.nudge_after:
             raise ConfigError(
-                f"checkout_failure.handoff_after = {handoff_after} must be >= "
-                f"checkout_failure.nudge_after = {nudge_after}"
+                f"checkout_failure.handoff_after = {self.handoff_after} must be >= "
+                f"checkout_failure.nudge_after = {self.nudge_after}"
             )
-        self.nudge_after = nudge_after
-        self.handoff_after = handoff_after
 
     def step(self, state: dict[str, Any], event: Event) -> Signal | None:
         kind = event["type"]

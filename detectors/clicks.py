@@ -1,4 +1,4 @@
-"""What a click target is, read from its selector, and list-valued settings.
+"""What a click target is, read from its selector.
 
 The SDK sends the clicked element as a CSS selector (``target``). The element itself
 is the last compound of it (``form#pay input#email`` -> ``input#email``): its tag and
@@ -21,9 +21,7 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Iterable
-from typing import Any
 
-from detectors.errors import ConfigError
 from detectors.events import Event
 
 _TAG = re.compile(r"[a-zA-Z][\w-]*")
@@ -99,12 +97,6 @@ def is_form_control(selector: str) -> bool:
     return tag in ("select", "textarea") or is_text_entry(selector)
 
 
-@functools.lru_cache(maxsize=4096)  # a site has few distinct selectors; parsing is costly
-def is_file_picker(selector: str) -> bool:
-    tag, attrs = element(selector)
-    return tag == "input" and attrs.get("type") == "file"
-
-
 def opens_elsewhere(event: Event) -> bool:
     """A link that opens a new tab or starts a download: the page itself stays as it was.
 
@@ -127,22 +119,3 @@ def matches_any(selector: str, patterns: Iterable[str]) -> bool:
     lowered = selector.lower()
     return any(pattern.lower() in lowered for pattern in patterns)
 
-
-def require_strings(name: str, value: Any) -> tuple[str, ...]:
-    """Check a list-valued setting: a list (or tuple) of non-empty strings.
-
-    >>> require_strings("rage_click.ignore_selectors", [".carousel", "#qty"])
-    ('.carousel', '#qty')
-    >>> require_strings("rage_click.ignore_selectors", ".carousel")
-    Traceback (most recent call last):
-    ...
-    detectors.errors.ConfigError: rage_click.ignore_selectors = '.carousel' must be a list of strings
-    """
-    if isinstance(value, str) or not isinstance(value, list | tuple):
-        raise ConfigError(f"{name} = {value!r} must be a list of strings")
-    for item in value:
-        if not isinstance(item, str) or not item.strip():
-            raise ConfigError(
-                f"{name} = {value!r}: every item must be a non-empty string, got {item!r}"
-            )
-    return tuple(value)

@@ -38,27 +38,31 @@ True
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from detectors.base import Signal, require
-from detectors.clicks import is_form_control, matches_any, opens_elsewhere, require_strings
+from detectors.base import DetectorSettings, Signal
+from detectors.clicks import is_form_control, matches_any, opens_elsewhere
+from detectors.config import setting
 from detectors.events import Event
 
 
-class DeadClick:
+@dataclass
+class DeadClick(DetectorSettings):
     name: ClassVar[str] = "dead_click"
+    section_doc: ClassVar[str] = "A click the page did not visibly react to."
 
-    def __init__(
-        self,
-        threshold_ms: int = 2500,
-        strength_per_repeat: float = 0.35,
-        ignore_selectors: Sequence[str] = (),
-    ) -> None:
-        require("dead_click.threshold_ms", threshold_ms, 1, 600_000)
-        require("dead_click.strength_per_repeat", strength_per_repeat, 0.01, 1)
-        self.threshold_ms = threshold_ms
-        self.strength_per_repeat = strength_per_repeat
-        self.ignore_selectors = require_strings("dead_click.ignore_selectors", ignore_selectors)
+    threshold_ms: int = setting(
+        2500, low=1, high=600_000,
+        doc="no visible reaction within this long is dead (PostHog's DOM-mutation window)")
+    strength_per_repeat: float = setting(0.35, low=0.01, high=1,
+                                         doc="repeats on the same target add up")
+    ignore_selectors: Sequence[str] = setting(
+        (), doc="targets never counted: a case-insensitive substring of the click's selector")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.ignore_selectors = tuple(self.ignore_selectors)
 
     def ignored(self, event: Event) -> bool:
         """A click that shows no reaction on purpose: new tab, download, form control."""

@@ -19,22 +19,25 @@ True
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from detectors.base import Signal, require
+from detectors.base import DetectorSettings, Signal
+from detectors.config import setting
 from detectors.events import Event
 
 MAX_TEXT = 200
 
 
-class ErrorClick:
+@dataclass
+class ErrorClick(DetectorSettings):
     name: ClassVar[str] = "error_click"
+    section_doc: ClassVar[str] = "A click whose action raised a JavaScript error."
 
-    def __init__(self, max_delay_ms: int = 1000, strength: float = 0.6) -> None:
-        require("error_click.max_delay_ms", max_delay_ms, 1, 60_000)
-        require("error_click.strength", strength, 0.01, 1)
-        self.max_delay_ms = max_delay_ms
-        self.strength = strength
+    max_delay_ms: int = setting(1000, low=1, high=60_000,
+                                doc="a js_error this soon after a click is that click's")
+    strength: float = setting(0.6, low=0.01, high=1,
+                              doc="of the first error on a target; +0.2 each time it fails again")
 
     def step(self, state: dict[str, Any], event: Event) -> Signal | None:
         kind = event["type"]

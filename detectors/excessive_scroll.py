@@ -27,26 +27,26 @@ while the reversals keep coming; when they thin out below it, it is armed again.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from detectors.base import Signal, require, rising_edge
+from detectors.base import DetectorSettings, Signal, rising_edge
+from detectors.config import setting
 from detectors.events import Event
 
 MAX_PATH = 200
 
 
-class ExcessiveScroll:
+@dataclass
+class ExcessiveScroll(DetectorSettings):
     name: ClassVar[str] = "excessive_scroll"
+    section_doc: ClassVar[str] = "Up and down the same page, again and again."
 
-    def __init__(
-        self, min_reversals: int = 6, window_ms: int = 30_000, min_travel_px: float = 100
-    ) -> None:
-        require("excessive_scroll.min_reversals", min_reversals, 2, 100)
-        require("excessive_scroll.window_ms", window_ms, 1000, 3_600_000)
-        require("excessive_scroll.min_travel_px", min_travel_px, 0, 100_000)
-        self.min_reversals = min_reversals
-        self.window_ms = window_ms
-        self.min_travel_px = min_travel_px
+    min_reversals: int = setting(6, low=2, high=100,
+                                 doc="changes of scroll direction on one page...")
+    window_ms: int = setting(30_000, low=1000, high=3_600_000, doc="...within this window")
+    min_travel_px: float = setting(100, low=0, high=100_000,
+                                   doc="smaller moves are jitter, not reversals")
 
     def step(self, state: dict[str, Any], event: Event) -> Signal | None:
         kind = event["type"]

@@ -24,23 +24,25 @@ True
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from detectors.base import Signal, require
+from detectors.base import DetectorSettings, Signal
+from detectors.config import setting
 from detectors.events import Event
 
 MAX_FIELDS = 8
 MAX_FIELD_CHARS = 100
 
 
-class FormStruggle:
+@dataclass
+class FormStruggle(DetectorSettings):
     name: ClassVar[str] = "form_struggle"
+    section_doc: ClassVar[str] = "The same field keeps failing validation."
 
-    def __init__(self, min_errors: int = 3, window_ms: int = 120_000) -> None:
-        require("form_struggle.min_errors", min_errors, 2, 100)
-        require("form_struggle.window_ms", window_ms, 1000, 86_400_000)
-        self.min_errors = min_errors
-        self.window_ms = window_ms
+    min_errors: int = setting(3, low=2, high=100,
+                              doc="one field failing validation this often...")
+    window_ms: int = setting(120_000, low=1000, high=86_400_000, doc="...within this window")
 
     def step(self, state: dict[str, Any], event: Event) -> Signal | None:
         if event["type"] != "form_error":

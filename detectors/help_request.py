@@ -10,14 +10,17 @@ intervention cap.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from detectors.base import Signal
+from detectors.base import DetectorSettings, Signal
 from detectors.events import Event
 
 
-class HelpRequest:
+@dataclass
+class HelpRequest(DetectorSettings):
     name: ClassVar[str] = "help_request"
+    section_doc: ClassVar[str] = "No settings: a customer who asks for a human always gets one."
 
     def step(self, state: dict[str, Any], event: Event) -> Signal | None:
         if event["type"] != "help_request":

@@ -26,22 +26,23 @@ is armed again. The evidence carries the last URL's path (no query string: PII).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from detectors.base import Signal, require, rising_edge
+from detectors.base import DetectorSettings, Signal, rising_edge
+from detectors.config import setting
 from detectors.events import Event, url_path
 
 
-class HttpErrorBurst:
+@dataclass
+class HttpErrorBurst(DetectorSettings):
     name: ClassVar[str] = "http_error_burst"
+    section_doc: ClassVar[str] = "The site's backend keeps failing the customer."
 
-    def __init__(self, min_errors: int = 3, window_ms: int = 30_000, min_status: int = 500) -> None:
-        require("http_error_burst.min_errors", min_errors, 1, 100)
-        require("http_error_burst.window_ms", window_ms, 1000, 3_600_000)
-        require("http_error_burst.min_status", min_status, 400, 599)
-        self.min_errors = min_errors
-        self.window_ms = window_ms
-        self.min_status = min_status
+    min_errors: int = setting(3, low=1, high=100,
+                              doc="responses with status >= min_status...")
+    window_ms: int = setting(30_000, low=1000, high=3_600_000, doc="...within this window")
+    min_status: int = setting(500, low=400, high=599, doc="lowest HTTP status that counts")
 
     def step(self, state: dict[str, Any], event: Event) -> Signal | None:
         if event["type"] != "http_error" or event["status"] < self.min_status:

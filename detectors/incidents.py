@@ -60,13 +60,13 @@ key, so a failure never seen before is new, not unknown.
 from __future__ import annotations
 
 import hashlib
-import inspect
 import math
 import zlib
-from collections.abc import Iterable, Mapping
-from typing import Any, Final
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Final
 
-from detectors.base import require
+from detectors.config import build, check, setting
 from detectors.errors import ConfigError
 
 State = dict[str, Any]
@@ -117,6 +117,7 @@ def poisson_sf(k: float, mu: float) -> float:
     return min(1.0, total)
 
 
+@dataclass(kw_only=True)
 class IncidentDetector:
     """The rules and their settings (immutable); per-key state is passed in.
 
@@ -133,62 +134,56 @@ class IncidentDetector:
     detectors.errors.ConfigError: unknown key incidents.treshold (known: alpha, baseline_ms, ...)
     """
 
-    def __init__(
-        self,
-        *,
-        short_ms: int = 60_000,
-        baseline_ms: int = 7_200_000,
-        history_ms: int = 7 * DAY_MS,
-        learn_ms: int = 1_800_000,
-        min_count: int = 5,
-        ratio: float = 2.0,
-        alpha: float = 1e-6,
-        floor_per_day: float = 0.05,
-        close_ms: int = 180_000,
-        sparse_count: int = 4,
-        sparse_window_ms: int = DAY_MS,
-        sparse_after_ms: int = 7 * DAY_MS,
-        ignore: Iterable[str] = ("anomalous_session",),
-    ) -> None:
-        def whole(name: str, value: Any, low: int, high: int) -> int:
-            if not isinstance(value, int) or isinstance(value, bool):
-                raise ConfigError(f"incidents.{name} = {value!r} must be a whole number")
-            require(f"incidents.{name}", value, low, high)
-            return value
+    section: ClassVar[str] = "incidents"
+    section_doc: ClassVar[str] = (
+        "Fleet-wide incidents per route x failure (the signal's detector), counted in affected\n"
+        "sessions (a session counts once). See detectors/incidents.py."
+    )
 
-        self.short_ms = whole("short_ms", short_ms, 1_000, DAY_MS)
-        self.baseline_ms = whole("baseline_ms", baseline_ms, 60_000, 30 * DAY_MS)
-        self.history_ms = whole("history_ms", history_ms, 60_000, 365 * DAY_MS)
-        self.learn_ms = whole("learn_ms", learn_ms, 0, 30 * DAY_MS)
-        self.min_count = whole("min_count", min_count, 1, 10_000)
-        require("incidents.ratio", ratio, 1.0, 1000.0)
-        self.ratio = float(ratio)
-        require("incidents.alpha", alpha, 1e-15, 0.1)
-        self.alpha = float(alpha)
-        require("incidents.floor_per_day", floor_per_day, 1e-6, 1e6)
-        self.floor_per_day = float(floor_per_day)
-        self.close_ms = whole("close_ms", close_ms, 0, 30 * DAY_MS)
-        self.sparse_count = whole("sparse_count", sparse_count, 2, MAX_RECENT)
-        self.sparse_window_ms = whole("sparse_window_ms", sparse_window_ms, 60_000, 30 * DAY_MS)
-        self.sparse_after_ms = whole("sparse_after_ms", sparse_after_ms, 0, 365 * DAY_MS)
+    short_ms: int = setting(60_000, low=1_000, high=DAY_MS,
+                            doc='time constant of the "last minute" count')
+    baseline_ms: int = setting(7_200_000, low=60_000, high=30 * DAY_MS,
+                               doc="the usual rate, over about 2 hours (> short_ms)")
+    history_ms: int = setting(7 * DAY_MS, low=60_000, high=365 * DAY_MS,
+                              doc="the long memory of the sparse rule, a week (>= baseline_ms)")
+    learn_ms: int = setting(1_800_000, low=0, high=30 * DAY_MS,
+                            doc="no rate-rule incident this soon after start")
+    min_count: int = setting(5, low=1, high=10_000, doc="sessions in the short count, at least")
+    ratio: float = setting(2.0, low=1.0, high=1000.0,
+                           doc="... and this many times the usual count")
+    alpha: float = setting(1e-6, low=1e-15, high=0.1,
+                           doc="... and this improbable under Poisson(usual)")
+    floor_per_day: float = setting(0.05, low=1e-6, high=1e6,
+                                   doc="the usual rate of a never-seen failure")
+    close_ms: int = setting(180_000, low=0, high=30 * DAY_MS,
+                            doc="closes after this long back below the open level")
+    sparse_count: int = setting(4, low=2, high=MAX_RECENT,
+                                doc="a failure this many times within the window...")
+    sparse_window_ms: int = setting(DAY_MS, low=60_000, high=30 * DAY_MS,
+                                    doc="... within a day, improbable by alpha")
+    sparse_after_ms: int = setting(7 * DAY_MS, low=0, high=365 * DAY_MS,
+                                   doc="watched this long before the window first")
+    ignore: Collection[str] = setting(("anomalous_session",),
+                                      doc="detectors that are not failures (model opinions)")
+    _floor_rate: float = field(init=False, repr=False, compare=False, default=0.0)
+
+    def __post_init__(self) -> None:
+        check(self)
         if not self.short_ms < self.baseline_ms <= self.history_ms:
             raise ConfigError(
                 f"incidents: short_ms = {self.short_ms} < baseline_ms = {self.baseline_ms} "
                 f"<= history_ms = {self.history_ms} must hold"
             )
-        if isinstance(ignore, str) or not all(isinstance(i, str) for i in ignore):
-            raise ConfigError(f"incidents.ignore = {ignore!r} must be a list of detector names")
-        self.ignore = frozenset(ignore)
+        self.ratio, self.alpha = float(self.ratio), float(self.alpha)
+        self.floor_per_day = float(self.floor_per_day)
+        self.ignore = frozenset(self.ignore)
         self._floor_rate = self.floor_per_day / DAY_MS
 
     @classmethod
     def from_config(cls, section: Mapping[str, Any] | None = None) -> IncidentDetector:
-        section = dict(section or {})
-        known = sorted(inspect.signature(cls).parameters)
-        for key in section:
-            if key not in known:
-                raise ConfigError(f"unknown key incidents.{key} (known: {', '.join(known)})")
-        return cls(**section)
+        """Build from the ``[incidents]`` table; unknown keys are errors, not ignored."""
+        detector: IncidentDetector = build(cls, section)
+        return detector
 
     # -- state --------------------------------------------------------------------------
     def new_state(self, route: str, failure: str, since: int) -> State:

@@ -25,11 +25,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 from river import anomaly, bandit, linear_model, metrics, optim, preprocessing, proba
 
-from detectors.base import require
+from detectors.config import build, check, check_field, setting
 
 Features = dict[str, float]
 
@@ -73,8 +74,8 @@ class RiskModel:
     """
 
     def __init__(self, learning_rate: float = 0.05, window: int = 2000) -> None:
-        require("model.learning_rate", learning_rate, 1e-5, 1)
-        require("model.auc_window", window, 10, 1_000_000)
+        check_field(Models, "learning_rate", learning_rate)
+        check_field(Models, "auc_window", window)
         self.learning_rate = learning_rate
         self.window = window
         self._model = preprocessing.StandardScaler() | linear_model.LogisticRegression(
@@ -107,8 +108,8 @@ class AnomalyModel:
     """
 
     def __init__(self, q: float = 0.999, warmup: int = 500, seed: int = 42) -> None:
-        require("model.anomaly_quantile", q, 0.5, 0.99999)
-        require("model.anomaly_warmup", warmup, 0, 10_000_000)
+        check_field(Models, "anomaly_quantile", q)
+        check_field(Models, "anomaly_warmup", warmup)
         self.q = q
         self.warmup = warmup
         self._model = anomaly.QuantileFilter(
@@ -165,44 +166,47 @@ class NudgeChooser:
         self._policy(friction).update(arm, 1.0 if reward else 0.0)
 
 
+@dataclass(kw_only=True, eq=False)
 class Models:
-    """The three models a worker keeps; pickled whole for checkpoints."""
+    """The three models a worker keeps; pickled whole for checkpoints.
 
-    def __init__(
-        self,
-        *,
-        enabled: bool = True,
-        learning_rate: float = 0.05,
-        auc_window: int = 2000,
-        anomaly_quantile: float = 0.999,
-        anomaly_warmup: int = 500,
-        anomaly_strength: float = 0.2,
-        anomaly_sample: int = 8,
-        seed: int = 42,
-    ) -> None:
-        require("model.anomaly_strength", anomaly_strength, 0, 1)
-        require("model.anomaly_sample", anomaly_sample, 1, 1_000_000)
-        self.anomaly_sample = anomaly_sample
-        self.enabled = enabled
-        self.anomaly_strength = anomaly_strength
-        self.risk = RiskModel(learning_rate, auc_window)
-        self.anomaly = AnomalyModel(anomaly_quantile, anomaly_warmup, seed)
-        self.chooser = NudgeChooser(seed)
+    >>> Models.from_config({"learnig_rate": 0.1})  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    detectors.errors.ConfigError: unknown key model.learnig_rate (known: ..., enabled, learning_rate, seed)
+    """
+
+    section: ClassVar[str] = "model"
+    section_doc: ClassVar[str] = "Online River models: risk of abandonment, odd sessions, nudge wording."
+
+    enabled: bool = setting(True, doc="online River models (risk, anomaly, nudge bandit)")
+    learning_rate: float = setting(0.05, low=1e-5, high=1,
+                                   doc="SGD step of the risk model's logistic regression")
+    auc_window: int = setting(2000, low=10, high=1_000_000, doc="outcomes in the rolling ROC AUC")
+    anomaly_quantile: float = setting(0.999, low=0.5, high=0.99999,
+                                      doc="flag sessions above this quantile of anomaly scores")
+    anomaly_warmup: int = setting(500, low=0, high=10_000_000,
+                                  doc="samples learned before anything is flagged")
+    anomaly_strength: float = setting(0.2, low=0, high=1,
+                                      doc="strength of the anomalous_session signal")
+    anomaly_sample: int = setting(8, low=1, high=1_000_000,
+                                  doc="learn from one milestone event in this many")
+    seed: int = setting(42, doc="seed of the anomaly trees and the bandit")
+    risk: RiskModel = field(init=False, repr=False)
+    anomaly: AnomalyModel = field(init=False, repr=False)
+    chooser: NudgeChooser = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        check(self)
+        self.risk = RiskModel(self.learning_rate, self.auc_window)
+        self.anomaly = AnomalyModel(self.anomaly_quantile, self.anomaly_warmup, self.seed)
+        self.chooser = NudgeChooser(self.seed)
 
     @classmethod
-    def from_config(cls, section: Mapping[str, Any]) -> Models:
-        from detectors.errors import ConfigError
-
-        known = (
-            "enabled", "learning_rate", "auc_window", "anomaly_quantile", "anomaly_warmup",
-            "anomaly_strength", "anomaly_sample", "seed",
-        )
-        for key in section:
-            if key not in known:
-                raise ConfigError(f"unknown key model.{key} (known: {', '.join(known)})")
-        if not isinstance(section.get("enabled", True), bool):
-            raise ConfigError(f"model.enabled = {section['enabled']!r} must be true or false")
-        return cls(**section)
+    def from_config(cls, section: Mapping[str, Any] | None = None) -> Models:
+        """Build from the ``[model]`` table; unknown keys are errors, not ignored."""
+        models: Models = build(cls, section)
+        return models
 
     def summary(self) -> dict[str, Any]:
         return {

@@ -36,30 +36,28 @@ quick back nor a step of the ping-pong; quick backs are then counted afresh.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from detectors.base import Signal, require
+from detectors.base import DetectorSettings, Signal
+from detectors.config import setting
 from detectors.events import Event, url_path
 
 
-class NavigationLoop:
+@dataclass
+class NavigationLoop(DetectorSettings):
     name: ClassVar[str] = "navigation_loop"
+    section_doc: ClassVar[str] = (
+        "Going round in circles: ping-pong between two pages, or quick backs.")
 
-    def __init__(
-        self,
-        loop_views: int = 4,
-        quick_back_ms: int = 3000,
-        min_quick_backs: int = 2,
-        window_ms: int = 120_000,
-    ) -> None:
-        require("navigation_loop.loop_views", loop_views, 4, 20)
-        require("navigation_loop.quick_back_ms", quick_back_ms, 1, 60_000)
-        require("navigation_loop.min_quick_backs", min_quick_backs, 1, 20)
-        require("navigation_loop.window_ms", window_ms, 1000, 3_600_000)
-        self.loop_views = loop_views
-        self.quick_back_ms = quick_back_ms
-        self.min_quick_backs = min_quick_backs
-        self.window_ms = window_ms
+    loop_views: int = setting(4, low=4, high=20,
+                              doc="page views alternating between two pages: A->B->A->B")
+    quick_back_ms: int = setting(
+        3000, low=1, high=60_000,
+        doc="a page left for the previous one this fast is a quick back")
+    min_quick_backs: int = setting(2, low=1, high=20, doc="quick backs that make a loop")
+    window_ms: int = setting(120_000, low=1000, high=3_600_000,
+                             doc="...within this window (both patterns)")
 
     def _ping_pong(self, trail: list[list[Any]]) -> bool:
         if len(trail) < self.loop_views:

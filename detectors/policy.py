@@ -33,10 +33,11 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, fields
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
-from detectors.base import Action, Signal, require
+from detectors.base import Action, Signal
+from detectors.config import build, check, setting
 from detectors.errors import ConfigError
 
 DEFAULT_MESSAGES: Mapping[str, str] = {
@@ -101,35 +102,43 @@ def intervention_id(session_id: str, seq: int, kind: str) -> str:
 
 @dataclass(frozen=True)
 class Policy:
-    cooldown_ms: int = 60_000
-    max_interventions: int = 3
-    nudge_threshold: float = 0.5
-    handoff_threshold: float = 1.5
-    half_life_ms: int = 120_000
-    holdout_share: float = 0.0
-    #: detector (or "handoff"/"default") -> message, or a list of variants to choose from.
-    messages: Mapping[str, str | Sequence[str]] = field(
-        default_factory=lambda: dict(DEFAULT_MESSAGES)
+    section: ClassVar[str] = "policy"
+    section_doc: ClassVar[str] = (
+        "What a session's friction earns: nothing, a nudge, or a human. Signals add to a\n"
+        "friction score that decays with event time."
     )
-    weights: Mapping[str, float] = field(default_factory=dict)
+
+    cooldown_ms: int = setting(60_000, low=0, high=86_400_000, doc="between nudges, per session")
+    max_interventions: int = setting(
+        3, low=1, high=1000, doc="per session (a help request is honoured past it)")
+    nudge_threshold: float = setting(0.5, low=0, high=100,
+                                     doc="friction score that earns a nudge")
+    handoff_threshold: float = setting(
+        1.5, low=0, high=100,
+        doc="score that escalates a nudged session to a human (>= nudge_threshold)")
+    half_life_ms: int = setting(120_000, low=1, high=86_400_000,
+                                doc="signals' weight halves every this often")
+    holdout_share: float = setting(0.0, low=0, high=1,
+                                   doc="sessions decided for but never shown")
+    #: detector (or "handoff"/"default") -> message, or a list of variants to choose from.
+    messages: Mapping[str, str | Sequence[str]] = setting(
+        dict(DEFAULT_MESSAGES),
+        doc='detector (or "handoff" / "default") = "text", or a list of variants for the bandit')
+    weights: Mapping[str, float] = setting(
+        {}, low=0, high=10,
+        doc="detector = weight, 1.0 when not named; e.g. { anomalous_session = 0.5 }")
     #: With a risk model, a session at or above this risk gets lower thresholds.
-    high_risk: float = 0.7
+    high_risk: float = setting(
+        0.7, low=0, high=1,
+        doc=f"risk at which thresholds drop (nudge x{HIGH_RISK_NUDGE}, handoff x{HIGH_RISK_HANDOFF})")
 
     def __post_init__(self) -> None:
-        require("policy.cooldown_ms", self.cooldown_ms, 0, 86_400_000)
-        require("policy.max_interventions", self.max_interventions, 1, 1000)
-        require("policy.nudge_threshold", self.nudge_threshold, 0, 100)
-        require("policy.handoff_threshold", self.handoff_threshold, 0, 100)
-        require("policy.half_life_ms", self.half_life_ms, 1, 86_400_000)
-        require("policy.holdout_share", self.holdout_share, 0, 1)
+        check(self)
         if self.handoff_threshold < self.nudge_threshold:
             raise ConfigError(
                 f"policy.handoff_threshold = {self.handoff_threshold} must be >= "
                 f"policy.nudge_threshold = {self.nudge_threshold}"
             )
-        if not isinstance(self.messages, Mapping):
-            raise ConfigError("policy.messages must be a table of detector = message")
-        require("policy.high_risk", self.high_risk, 0, 1)
         for key, text in self.messages.items():
             texts = [text] if isinstance(text, str) else text
             if (
@@ -140,10 +149,6 @@ class Policy:
                 raise ConfigError(
                     f"policy.messages.{key} must be a non-empty string or list of them"
                 )
-        if not isinstance(self.weights, Mapping):
-            raise ConfigError("policy.weights must be a table of detector = weight")
-        for key, weight in self.weights.items():
-            require(f"policy.weights.{key}", weight, 0, 10)
         merged = {**DEFAULT_MESSAGES, **self.messages}
         object.__setattr__(
             self, "messages", {k: [v] if isinstance(v, str) else list(v) for k, v in merged.items()}
@@ -151,13 +156,10 @@ class Policy:
         object.__setattr__(self, "weights", dict(self.weights))
 
     @classmethod
-    def from_config(cls, section: Mapping[str, Any]) -> Policy:
+    def from_config(cls, section: Mapping[str, Any] | None = None) -> Policy:
         """Build from the ``[policy]`` table; unknown keys are errors, not ignored."""
-        known = {f.name for f in fields(cls)}
-        for key in section:
-            if key not in known:
-                raise ConfigError(f"unknown key policy.{key} (known: {', '.join(sorted(known))})")
-        return cls(**section)
+        policy: Policy = build(cls, section)
+        return policy
 
     def _score(self, state: dict[str, Any], signals: Sequence[Signal]) -> float:
         score, at = state.get("score", 0.0), state.get("score_ts")

@@ -37,10 +37,12 @@ detectors.errors.ConfigError: rage_click.ignore_selectors = '.qty' must be a lis
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from detectors.base import Signal, require
-from detectors.clicks import is_text_entry, matches_any, require_strings
+from detectors.base import DetectorSettings, Signal
+from detectors.clicks import is_text_entry, matches_any
+from detectors.config import setting
 from detectors.events import Event
 
 #: Click texts of steppers, pagination and carousels (PostHog's rage-click ignore list).
@@ -49,27 +51,29 @@ DEFAULT_IGNORE_TEXTS: tuple[str, ...] = (
 )
 
 
-class RageClick:
+@dataclass
+class RageClick(DetectorSettings):
     name: ClassVar[str] = "rage_click"
+    section_doc: ClassVar[str] = (
+        "A run of quick clicks on one spot: PostHog's rule (min_clicks, each within\n"
+        "max_interval_ms and max_distance_px of the previous)."
+    )
 
-    def __init__(
-        self,
-        min_clicks: int = 3,
-        max_interval_ms: int = 1000,
-        max_distance_px: float = 30,
-        ignore_texts: Sequence[str] = DEFAULT_IGNORE_TEXTS,
-        ignore_selectors: Sequence[str] = (),
-    ) -> None:
-        require("rage_click.min_clicks", min_clicks, 2, 100)
-        require("rage_click.max_interval_ms", max_interval_ms, 1, 60_000)
-        require("rage_click.max_distance_px", max_distance_px, 0, 10_000)
-        self.min_clicks = min_clicks
-        self.max_interval_ms = max_interval_ms
-        self.max_distance_px = max_distance_px
-        self.ignore_texts = tuple(
-            t.strip().casefold() for t in require_strings("rage_click.ignore_texts", ignore_texts)
-        )
-        self.ignore_selectors = require_strings("rage_click.ignore_selectors", ignore_selectors)
+    min_clicks: int = setting(3, low=2, high=100, doc="clicks in a run that make it rage")
+    max_interval_ms: int = setting(1000, low=1, high=60_000,
+                                   doc="most time between two clicks of a run")
+    max_distance_px: float = setting(30, low=0, high=10_000,
+                                     doc="most distance (Manhattan) between two clicks of a run")
+    ignore_texts: Sequence[str] = setting(
+        DEFAULT_IGNORE_TEXTS,
+        doc="click text that marks steppers, pagination and carousels (case-insensitive, trimmed)")
+    ignore_selectors: Sequence[str] = setting(
+        (), doc="targets never counted: a case-insensitive substring of the click's selector")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.ignore_texts = tuple(t.strip().casefold() for t in self.ignore_texts)
+        self.ignore_selectors = tuple(self.ignore_selectors)
 
     def ignored(self, event: Event) -> bool:
         """A click that looks like rage but is not: stepper, pager, text selection, config."""

@@ -1,5 +1,8 @@
 """Every detector by name, and how a config section builds them.
 
+Each ``[<detector>]`` section is read by :func:`detectors.config.build` (the one place
+that refuses unknown keys); ``enabled = false`` leaves the detector out.
+
 >>> [d.name for d in build({"dead_click": {"enabled": False}})]  # doctest: +NORMALIZE_WHITESPACE
 ['rage_click', 'error_click', 'form_struggle', 'navigation_loop', 'search_struggle',
  'http_error_burst', 'excessive_scroll', 'checkout_failure', 'help_request']
@@ -8,17 +11,21 @@
 >>> build({"rage_click": {"min_clics": 4}})  # doctest: +ELLIPSIS
 Traceback (most recent call last):
 ...
-detectors.errors.ConfigError: unknown key rage_click.min_clics (known: ..., min_clicks, enabled)
+detectors.errors.ConfigError: unknown key rage_click.min_clics (known: enabled, ..., min_clicks)
+>>> build({"rage_clicks": {}})  # doctest: +ELLIPSIS
+Traceback (most recent call last):
+...
+detectors.errors.ConfigError: unknown detector 'rage_clicks' (known: rage_click, dead_click, ...)
 """
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Mapping
 from typing import Any
 
 from detectors.base import Detector
 from detectors.checkout_failure import CheckoutFailure
+from detectors.config import build as build_section
 from detectors.dead_click import DeadClick
 from detectors.error_click import ErrorClick
 from detectors.errors import ConfigError
@@ -53,18 +60,5 @@ def build(config: Mapping[str, Mapping[str, Any]] | None = None) -> list[Detecto
     for name in config:
         if name not in REGISTRY:
             raise ConfigError(f"unknown detector {name!r} (known: {', '.join(REGISTRY)})")
-    detectors: list[Detector] = []
-    for name, cls in REGISTRY.items():
-        section = dict(config.get(name, {}))
-        enabled = section.pop("enabled", True)
-        if not isinstance(enabled, bool):
-            raise ConfigError(f"{name}.enabled = {enabled!r} must be true or false")
-        known = sorted(inspect.signature(cls).parameters)
-        for key in section:
-            if key not in known:
-                raise ConfigError(
-                    f"unknown key {name}.{key} (known: {', '.join([*known, 'enabled'])})"
-                )
-        if enabled:
-            detectors.append(cls(**section))
-    return detectors
+    built = [build_section(cls, config.get(name)) for name, cls in REGISTRY.items()]
+    return [detector for detector in built if detector.enabled]

@@ -28,10 +28,12 @@ detectors.errors.ConfigError: routes.patterns: '/p/**/x': '**' is allowed only a
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
-from typing import Any, Final
+from typing import Any, ClassVar, Final
 
+from detectors.config import build, check, setting
 from detectors.errors import ConfigError
 
 OTHER: Final = "other"
@@ -70,21 +72,32 @@ def segments(page: str) -> list[str]:
     return [s for s in path.lower().split("/") if s]
 
 
+@dataclass
 class Routes:
     """Normalizes pages to the first matching pattern, else ``"other"``.
 
     ``patterns`` are tried in order; the pattern text is the route's name.
     """
 
-    def __init__(self, patterns: Iterable[str] = DEFAULT_PATTERNS) -> None:
-        if isinstance(patterns, str):
-            raise ConfigError(f"routes.patterns = {patterns!r} must be a list of paths")
-        self.patterns = tuple(patterns)
+    section: ClassVar[str] = "routes"
+    section_doc: ClassVar[str] = (
+        'Page paths become these routes (metric labels, incident keys), first match wins,\n'
+        'else "other": never a raw URL. Segments match literally or as a glob within one\n'
+        'segment ("*", "?", "[..]"); "**" as the last segment matches any further segments.'
+    )
+
+    patterns: Sequence[str] = setting(
+        DEFAULT_PATTERNS, doc=f"1 to {MAX_PATTERNS} paths, each at most {MAX_PATTERN_CHARS} characters")
+    _compiled: list[tuple[str, tuple[str, ...], bool]] = field(
+        init=False, repr=False, compare=False, default_factory=list)
+
+    def __post_init__(self) -> None:
+        check(self)
+        self.patterns = tuple(self.patterns)
         if not 1 <= len(self.patterns) <= MAX_PATTERNS:
             raise ConfigError(
                 f"routes.patterns has {len(self.patterns)} entries: allowed 1 to {MAX_PATTERNS}"
             )
-        self._compiled: list[tuple[str, tuple[str, ...], bool]] = []
         for pattern in self.patterns:
             parts, rest = _check(pattern)
             self._compiled.append((pattern, parts, rest))
@@ -93,14 +106,9 @@ class Routes:
 
     @classmethod
     def from_config(cls, section: Mapping[str, Any] | None = None) -> Routes:
-        section = dict(section or {})
-        unknown = sorted(set(section) - {"patterns"})
-        if unknown:
-            raise ConfigError(f"unknown key routes.{unknown[0]} (known: patterns)")
-        patterns = section.get("patterns", DEFAULT_PATTERNS)
-        if not isinstance(patterns, list | tuple):
-            raise ConfigError(f"routes.patterns = {patterns!r} must be a list of paths")
-        return cls(patterns)
+        """Build from the ``[routes]`` table; unknown keys are errors, not ignored."""
+        routes: Routes = build(cls, section)
+        return routes
 
     def route(self, page: str | None) -> str:
         """The route of ``page`` (a path or URL); ``"other"`` when nothing matches."""

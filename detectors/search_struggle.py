@@ -28,30 +28,28 @@ customer is still struggling; a search that holds neither pattern arms it again.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from detectors.base import Signal, require, rising_edge
+from detectors.base import DetectorSettings, Signal, rising_edge
+from detectors.config import setting
 from detectors.events import Event
 
 
-class SearchStruggle:
+@dataclass
+class SearchStruggle(DetectorSettings):
     name: ClassVar[str] = "search_struggle"
+    section_doc: ClassVar[str] = (
+        "Search keeps failing: searches with no results, or rapid reformulations.")
 
-    def __init__(
-        self,
-        min_zero_results: int = 2,
-        window_ms: int = 300_000,
-        min_rapid_searches: int = 3,
-        rapid_gap_ms: int = 20_000,
-    ) -> None:
-        require("search_struggle.min_zero_results", min_zero_results, 1, 100)
-        require("search_struggle.window_ms", window_ms, 1000, 86_400_000)
-        require("search_struggle.min_rapid_searches", min_rapid_searches, 2, 100)
-        require("search_struggle.rapid_gap_ms", rapid_gap_ms, 1, 600_000)
-        self.min_zero_results = min_zero_results
-        self.window_ms = window_ms
-        self.min_rapid_searches = min_rapid_searches
-        self.rapid_gap_ms = rapid_gap_ms
+    min_zero_results: int = setting(2, low=1, high=100,
+                                    doc="consecutive searches with no results...")
+    window_ms: int = setting(300_000, low=1000, high=86_400_000,
+                             doc="...each within this long of the one before")
+    min_rapid_searches: int = setting(
+        3, low=2, high=100, doc="or searches in quick succession, no result opened")
+    rapid_gap_ms: int = setting(20_000, low=1, high=600_000,
+                                doc="most time between two quick searches")
 
     def step(self, state: dict[str, Any], event: Event) -> Signal | None:
         kind = event["type"]

@@ -55,6 +55,11 @@ from typing import Any, Final, NamedTuple
 
 import orjson
 
+from detectors.config import defaults
+from detectors.dead_click import DeadClick
+from detectors.excessive_scroll import ExcessiveScroll
+from detectors.http_error_burst import HttpErrorBurst
+from detectors.navigation_loop import NavigationLoop
 from detectors.policy import in_holdout
 
 Event = dict[str, Any]
@@ -83,13 +88,16 @@ CART_ABANDONMENT: Final = 0.25
 #: Share of sessions that end with a ``session_end``; the others just go quiet.
 SESSION_END_SHARE: Final = 0.6
 
-# The detectors' defaults the generator plans around (see the module docstring).
-QUICK_BACK_MS: Final = 3000  # navigation_loop.quick_back_ms
-NAV_WINDOW_MS: Final = 120_000  # navigation_loop.window_ms
-SCROLL_WINDOW_MS: Final = 30_000  # excessive_scroll.window_ms
-MIN_REVERSALS: Final = 6  # excessive_scroll.min_reversals
-MIN_TRAVEL_PX: Final = 100  # excessive_scroll.min_travel_px
-HTTP_WINDOW_MS: Final = 30_000  # http_error_burst.window_ms
+# The detectors' defaults the generator plans around (see the module docstring), read
+# from their declarations: change a default and the traffic follows it.
+_NAVIGATION, _SCROLL = defaults(NavigationLoop), defaults(ExcessiveScroll)
+QUICK_BACK_MS: Final[int] = _NAVIGATION["quick_back_ms"]
+NAV_WINDOW_MS: Final[int] = _NAVIGATION["window_ms"]
+SCROLL_WINDOW_MS: Final[int] = _SCROLL["window_ms"]
+MIN_REVERSALS: Final[int] = _SCROLL["min_reversals"]
+MIN_TRAVEL_PX: Final[float] = _SCROLL["min_travel_px"]
+HTTP_WINDOW_MS: Final[int] = defaults(HttpErrorBurst)["window_ms"]
+DEAD_CLICK_MS: Final[int] = defaults(DeadClick)["threshold_ms"]
 
 CATEGORIES: Final = ("shoes", "jackets", "bags", "watches", "outdoor", "kids", "sale")
 QUERIES: Final = (
@@ -742,7 +750,7 @@ def dead_click(b: _Builder) -> None:
         elif roll < 0.8:
             event = _null_click(b, target)
         else:  # something happened, far too late to count as a reaction
-            event = b.click(target, b.rng.randint(2500, 6000))
+            event = b.click(target, b.rng.randint(DEAD_CLICK_MS, 6000))
         first = first or event
     assert first is not None
     b.label("dead_click", first)
