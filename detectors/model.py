@@ -125,12 +125,6 @@ class AnomalyModel:
         self._model.learn_one(x)
         self.seen += 1
 
-    def score_and_learn(self, x: Features) -> tuple[float, bool]:
-        """Prequential: the score comes before the sample is learned."""
-        result = self.score(x)
-        self.learn(x)
-        return result
-
 
 class NudgeChooser:
     """A Thompson-sampling bandit per friction type over its message variants.

@@ -121,7 +121,8 @@ def test_anomaly_model_flags_an_outlier_only_after_warmup() -> None:
     normal_scores = []
     for _ in range(2000):
         x = _cluster(rng)
-        score, flag = model.score_and_learn(x)
+        score, flag = model.score(x)
+        model.learn(x)
         normal_scores.append(score)
         flagged += flag
         scored += 1
@@ -137,7 +138,8 @@ def test_anomaly_model_learns_only_when_told() -> None:
     model.score(OUTLIER)
     model.score(OUTLIER)
     assert model.seen == 0
-    model.score_and_learn(OUTLIER)
+    model.score(OUTLIER)
+    model.learn(OUTLIER)
     assert model.seen == 1
 
 
@@ -165,7 +167,8 @@ def _trained(seed: int = 7) -> tuple[Models, random.Random]:
         frictional = rng.random() < 0.3
         x = session_factory(rng, frictional=frictional)
         models.risk.learn(x, abandoned=_outcome(rng, frictional), predicted=models.risk.score(x))
-        models.anomaly.score_and_learn(x)
+        models.anomaly.score(x)
+        models.anomaly.learn(x)
         arm = models.chooser.choose("rage_click", 2)
         models.chooser.reward("rage_click", arm, rng.random() < 0.5)
     return models, rng
@@ -178,7 +181,9 @@ def test_models_pickle_and_unpickle_with_identical_predictions() -> None:
     for _ in range(50):
         x = session_factory(rng, frictional=rng.random() < 0.5)
         assert copy.risk.score(x) == models.risk.score(x)
-        assert copy.anomaly.score_and_learn(x) == models.anomaly.score_and_learn(x)
+        assert copy.anomaly.score(x) == models.anomaly.score(x)
+        copy.anomaly.learn(x)
+        models.anomaly.learn(x)
         assert copy.chooser.choose("rage_click", 2) == models.chooser.choose("rage_click", 2)
     # and they keep learning alike
     x = session_factory(rng, frictional=True)
