@@ -36,12 +36,13 @@ import heapq
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
 from detectors.events import MAX_RECORD_BYTES
-from detectors.session import Engine, SessionState
+from detectors.session import Engine, Learned, SessionState
 from streamer.metrics import Metrics
 from streamer.tools import simulate
 from streamer.tools.evaluate import model_from_metrics
@@ -80,50 +81,48 @@ def _fmt(value: float | None) -> str:
     return "     -" if value is None else f"{value:6.4f}"
 
 
-class _Noting(Engine):
-    """The engine, noting for each outcome whether its score was given at a signal (a
-    snapshot kept for later) or only when the outcome arrived (never signalled)."""
+@dataclass
+class AucRun:
+    """What :func:`auc_curve` found, and the engine it replayed the events through."""
 
-    def __init__(self, engine: Engine) -> None:
-        super().__init__(engine.detectors, engine.policy, engine.models)
-        self.scored_at = ""
+    engine: Engine
+    metrics: Metrics
+    #: (abandoned, predicted) per outcome learned, in order.
+    pairs: list[tuple[bool, float]] = field(default_factory=list)
+    #: The same, split by when the score was given: "signal" or "outcome".
+    by_time: dict[str, list[tuple[bool, float]]] = field(
+        default_factory=lambda: {"signal": [], "outcome": []})
 
-    def _learn_outcome(self, state: SessionState, *, abandoned: bool) -> tuple[str | None, str]:
-        self.scored_at = "signal" if "snap" in state.model else "outcome"
-        return super()._learn_outcome(state, abandoned=abandoned)
 
-
-def auc_curve(events: list[dict[str, Any]], config: dict[str, Any], every: int) -> None:
-    engine = _Noting(Engine.from_config(config))
+def auc_curve(events: list[dict[str, Any]], config: dict[str, Any], every: int) -> AucRun:
+    engine = Engine.from_config(config)
     models = engine.models
     if models is None:
         raise SystemExit("the models are disabled in this config: nothing to measure")
-    pairs: list[tuple[bool, float]] = []
-    by_time: dict[str, list[tuple[bool, float]]] = {"signal": [], "outcome": []}
-    learn = models.risk.learn
+    run = AucRun(engine, Metrics())
 
-    def noting(x: dict[str, float], *, abandoned: bool, predicted: float) -> None:
-        pairs.append((abandoned, predicted))
-        by_time[engine.scored_at].append((abandoned, predicted))
-        learn(x, abandoned=abandoned, predicted=predicted)
-        if len(pairs) % every == 0:
-            print(f"{len(pairs):>8}  {_fmt(models.risk.auc)}  {_fmt(exact_auc(pairs[-every:]))}"
-                  f"  {_fmt(exact_auc(pairs))}")
+    def note(learned: Learned) -> None:
+        pair = (learned.abandoned, learned.predicted)
+        run.pairs.append(pair)
+        run.by_time[learned.scored_at].append(pair)
+        if len(run.pairs) % every == 0:
+            print(f"{len(run.pairs):>8}  {_fmt(models.risk.auc)}  "
+                  f"{_fmt(exact_auc(run.pairs[-every:]))}  {_fmt(exact_auc(run.pairs))}")
 
-    models.risk.learn = noting  # type: ignore[method-assign]
     print(f"{'outcomes':>8}  {'rolling':>6}  {'block':>6}  {'all':>6}   "
           f"(ROC AUC of P(abandon), each outcome scored before it was learned)")
-    metrics = Metrics()
+    run.engine = engine = engine.observed(on_learn=note)  # same rules, same models
     lines = (orjson.dumps(e) for e in events)
-    for _ in replay_lines(lines, engine, max_record_bytes=MAX_RECORD_BYTES, metrics=metrics):
+    for _ in replay_lines(lines, engine, max_record_bytes=MAX_RECORD_BYTES, metrics=run.metrics):
         pass
-    model = model_from_metrics(metrics, engine)
+    model = model_from_metrics(run.metrics, engine)
     u = model["uplift"]
+    pairs = run.pairs
     print(f"\nafter {len(pairs)} outcomes: rolling AUC {_fmt(models.risk.auc).strip()} "
           f"(window {models.risk.window}), all {_fmt(exact_auc(pairs)).strip()}")
     for at, what in (("signal", "scored at a signal (the scores decisions use)"),
                      ("outcome", "never signalled, scored when the outcome came")):
-        some = by_time[at]
+        some = run.by_time[at]
         abandoned = sum(label for label, _ in some) / len(some) if some else 0.0
         print(f"  {what:<46} {len(some):>6} outcomes, {abandoned:.0%} abandoned, "
               f"AUC {_fmt(exact_auc(some)).strip()}")
@@ -131,6 +130,7 @@ def auc_curve(events: list[dict[str, Any]], config: dict[str, Any], every: int) 
         print(f"uplift treated - holdout: {u['estimate']:+.4f}, 95% CI [{u['low']:+.4f}, "
               f"{u['high']:+.4f}]  (treated {u['treated']['converted']}/{u['treated']['sessions']}"
               f", holdout {u['holdout']['converted']}/{u['holdout']['sessions']})")
+    return run
 
 
 def _step_all(events: list[dict[str, Any]], engine: Engine) -> tuple[float, dict[str, int]]:

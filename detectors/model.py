@@ -211,12 +211,18 @@ class Models:
 
 
 def snapshot(x: Features, predicted: float) -> dict[str, Any]:
-    """What a session keeps until its outcome: the features and the score given."""
-    return {"x": x, "p": round(predicted, 6)}
+    """What a session keeps until its outcome: the features and the score given.
+
+    >>> snapshot({"friction": 0.5}, 0.12345678)
+    {'features': {'friction': 0.5}, 'predicted': 0.123457}
+    """
+    return {"features": x, "predicted": round(predicted, 6)}
 
 
 def learn_outcome(models: Models, snap: Mapping[str, Any], abandoned: bool) -> None:
-    models.risk.learn(dict(snap["x"]), abandoned=abandoned, predicted=float(snap["p"]))
+    """Teach the risk model one outcome from a :func:`snapshot` taken before it."""
+    models.risk.learn(dict(snap["features"]), abandoned=abandoned,
+                      predicted=float(snap["predicted"]))
 
 
 __all__: Sequence[str] = (

@@ -59,6 +59,20 @@ DEFAULT_MESSAGES: Mapping[str, str] = {
 }
 
 
+def decayed(score: float, from_ts: int | None, to_ts: int | None, half_life_ms: float) -> float:
+    """``score`` as it was at ``from_ts``, seen at ``to_ts``: halved every ``half_life_ms``.
+
+    Event time only moves forward here: a ``to_ts`` at or before ``from_ts`` (or either
+    unknown) leaves the score as it is, so a late event never makes friction grow back.
+
+    >>> decayed(1.0, 0, 120_000, 120_000), decayed(1.0, 5_000, 1_000, 120_000)
+    (0.5, 1.0)
+    """
+    if from_ts is None or to_ts is None or to_ts <= from_ts:
+        return score
+    return score * float(0.5 ** ((to_ts - from_ts) / half_life_ms))
+
+
 #: How much a high-risk session lowers the nudge and handoff thresholds.
 HIGH_RISK_NUDGE = 0.5
 HIGH_RISK_HANDOFF = 0.75
@@ -164,8 +178,7 @@ class Policy:
     def _score(self, state: dict[str, Any], signals: Sequence[Signal]) -> float:
         score, at = state.get("score", 0.0), state.get("score_ts")
         for s in sorted(signals, key=lambda s: s.ts):
-            if at is not None and s.ts > at:
-                score *= 0.5 ** ((s.ts - at) / self.half_life_ms)
+            score = decayed(score, at, s.ts, self.half_life_ms)
             at = s.ts if at is None else max(at, s.ts)
             score += self.weights.get(s.detector, 1.0) * s.strength
         state.update(score=round(score, 6), score_ts=at)
@@ -177,9 +190,7 @@ class Policy:
 
     def could_tip(self, state: dict[str, Any], ts: int, extra: float) -> bool:
         """Could ``extra`` score at ``ts`` reach the lowest nudge threshold there is?"""
-        score, at = state.get("score", 0.0), state.get("score_ts")
-        if at is not None and ts > at:
-            score *= 0.5 ** ((ts - at) / self.half_life_ms)
+        score = decayed(state.get("score", 0.0), state.get("score_ts"), ts, self.half_life_ms)
         return bool(score + extra >= self.nudge_threshold * HIGH_RISK_NUDGE)
 
     def variants(self, key: str) -> list[str]:

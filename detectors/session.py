@@ -16,9 +16,9 @@ processor and ``frictionwatch replay`` both call it, so they cannot disagree.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Final
 
 import orjson
 
@@ -27,7 +27,7 @@ from detectors.base import Detector, Signal
 from detectors.events import KNOWN_TYPES, Event, url_path
 from detectors.incidents import IncidentDetector
 from detectors.model import Features, Models, features, learn_outcome, snapshot
-from detectors.policy import Decision, Policy
+from detectors.policy import Decision, Policy, decayed
 from detectors.routes import Routes
 
 # Bounds on what a session remembers, so state size does not grow with its length.
@@ -37,7 +37,8 @@ MAX_SIGNALS = 12
 MAX_SEEN_IDS = 64
 MAX_TEXT = 200
 
-
+#: The names of the nudge variant a session was shown (``state.model["variant"]``).
+VARIANT_KEYS: Final = ("message_key", "arm", "intervention_id", "rewarded")
 
 
 def _push(items: list[Any], item: Any, bound: int) -> None:
@@ -62,7 +63,9 @@ class SessionState:
     detectors: dict[str, dict[str, Any]] = field(default_factory=dict)
     policy: dict[str, Any] = field(default_factory=dict)
     signal_counts: dict[str, int] = field(default_factory=dict)
-    #: The models' slice: the last risk snapshot, the outcome, the nudge variant shown.
+    #: The models' slice: ``snap`` (the last risk :func:`~detectors.model.snapshot`),
+    #: ``result``, ``holdout``, ``flagged`` and ``variant`` (the nudge variant shown, a
+    #: dict of :data:`VARIANT_KEYS`).
     model: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> bytes:
@@ -70,7 +73,12 @@ class SessionState:
 
     @classmethod
     def from_json(cls, raw: bytes) -> SessionState:
-        return cls(**orjson.loads(raw))
+        """Decode a stored state, including one written before the model slice named
+        its keys (changelogs keep those): see :func:`_named_model_keys`."""
+        data = orjson.loads(raw)
+        if data.get("model"):
+            _named_model_keys(data["model"])
+        return cls(**data)
 
     def remember(self, event: Event) -> None:
         """Fold one event into the session summary a human agent will read."""
@@ -134,6 +142,26 @@ class SessionState:
         }
 
 
+def _named_model_keys(model: dict[str, Any]) -> None:
+    """Rename, in place, the model slice's keys of states written by older versions.
+
+    They kept the snapshot as ``{"x": ..., "p": ...}`` and the variant as a list
+    ``[message_key, arm, intervention_id, rewarded]``; session states live on in the
+    table's changelog, so a new worker still reads them.
+
+    >>> old = {"snap": {"x": {"friction": 1.0}, "p": 0.5}, "variant": ["rage_click", 1, "i", False]}
+    >>> _named_model_keys(old)
+    >>> old["snap"], old["variant"]["arm"], old["variant"]["rewarded"]
+    ({'features': {'friction': 1.0}, 'predicted': 0.5}, 1, False)
+    """
+    snap = model.get("snap")
+    if isinstance(snap, dict) and "x" in snap:
+        model["snap"] = {"features": snap["x"], "predicted": snap["p"]}
+    variant = model.get("variant")
+    if isinstance(variant, list):
+        model["variant"] = dict(zip(VARIANT_KEYS, variant, strict=True))
+
+
 @dataclass(frozen=True, slots=True)
 class Outcome:
     """What one event produced; ``records()`` are the output lines, in order.
@@ -190,46 +218,146 @@ MILESTONES = frozenset(
 )
 
 
-class Engine:
-    """Detectors, models and policy, applied to a session's events in order.
+@dataclass(frozen=True, slots=True)
+class Rules:
+    """What the engine applies: detectors, policy, page routes and incident rules.
 
-    The models are shared by all sessions of a worker and learn as it runs; they run
-    only where they can change a decision (see :meth:`step`).
+    Settings only, immutable, nothing learned: a worker swaps them on ``SIGHUP``
+    without touching the models (:class:`~detectors.model.Models`, the engine's learned
+    state) or any session's state. Config sections: one per detector, ``policy``,
+    ``routes`` and ``incidents``; ``model`` belongs to the models (see
+    :meth:`Engine.from_config`) and is not read here.
+
+    >>> rules = Rules.from_config({"routes": {"patterns": ["/pay"]}, "dead_click": {"enabled": False}})
+    >>> rules.routes.patterns, "dead_click" in [d.name for d in rules.detectors]
+    (('/pay',), False)
+    >>> Rules().policy == Policy()
+    True
+    """
+
+    detectors: tuple[Detector, ...] = field(default_factory=lambda: tuple(registry.build()))
+    policy: Policy = field(default_factory=Policy)
+    routes: Routes = field(default_factory=Routes)
+    #: The fleet-wide incident rules; the engine does not run them, its caller does.
+    incidents: IncidentDetector = field(default_factory=IncidentDetector)
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any] | None = None) -> Rules:
+        """Build from a config mapping; unknown sections and keys are errors."""
+        config = dict(config or {})
+        config.pop("model", None)
+        policy = Policy.from_config(config.pop("policy", {}))
+        routes = Routes.from_config(config.pop("routes", {}))
+        incidents = IncidentDetector.from_config(config.pop("incidents", {}))
+        return cls(tuple(registry.build(config)), policy, routes, incidents)
+
+
+@dataclass(frozen=True, slots=True)
+class Learned:
+    """One outcome the risk model learned from, as an ``on_learn`` callback sees it."""
+
+    session_id: str
+    #: The features and the P(abandon) the model gave them, before it knew the outcome.
+    features: Features
+    predicted: float
+    abandoned: bool
+    #: "signal": scored when a signal was raised (the score a decision could use);
+    #: "outcome": the session was never scored before, so it was scored on its outcome.
+    scored_at: str
+
+
+#: Called after every :meth:`Engine.step` (with the event) and :meth:`Engine.expire`
+#: (with ``None``): ``on_outcome(state, event, outcome)``.
+OnOutcome = Callable[[SessionState, Event | None, Outcome], None]
+#: Called each time the risk model has learned an outcome: ``on_learn(learned)``.
+OnLearn = Callable[[Learned], None]
+
+
+def _then(first: Callable[..., None] | None,
+          second: Callable[..., None] | None) -> Callable[..., None] | None:
+    if first is None or second is None:
+        return first or second
+
+    def both(*args: Any) -> None:
+        first(*args)
+        second(*args)
+
+    return both
+
+
+class Engine:
+    """Rules and models, applied to a session's events in order.
+
+    ``rules`` (:class:`Rules`) are settings and can be replaced while the engine runs;
+    ``models`` are what it learned (shared by all sessions of a worker, learning as it
+    runs, pickled for checkpoints), or None when disabled. They run only where they can
+    change a decision (see :meth:`step`).
+
+    To watch the engine, pass callbacks rather than subclassing it: ``on_outcome``
+    (:data:`OnOutcome`) and ``on_learn`` (:data:`OnLearn`). They belong to this engine
+    object, never to the models, so a checkpoint never pickles them.
+
+    >>> seen = []
+    >>> engine = Engine(Rules(), on_outcome=lambda state, event, outcome: seen.append(
+    ...     (state.session_id, event and event["type"], len(outcome.signals))))
+    >>> _ = engine.step(SessionState("s1"), {"session_id": "s1", "type": "help_request", "ts": 5})
+    >>> _ = engine.expire(SessionState("s2"))
+    >>> seen
+    [('s1', 'help_request', 1), ('s2', None, 0)]
     """
 
     def __init__(
         self,
-        detectors: Sequence[Detector],
-        policy: Policy,
+        rules: Rules,
         models: Models | None = None,
         *,
-        routes: Routes | None = None,
-        incidents: IncidentDetector | None = None,
+        on_outcome: OnOutcome | None = None,
+        on_learn: OnLearn | None = None,
     ) -> None:
-        self.detectors = tuple(detectors)
-        self.policy = policy
+        self.rules = rules
         self.models = models
-        #: Page routes of signals, and the fleet-wide incident rules (run by the caller).
-        self.routes = routes or Routes()
-        self.incidents = incidents or IncidentDetector()
+        self.on_outcome = on_outcome
+        self.on_learn = on_learn
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any] | None = None) -> Engine:
-        """Build from a config mapping: detector sections, ``policy``, ``model``,
-        ``routes`` and ``incidents``."""
-        config = dict(config or {})
-        policy = Policy.from_config(config.pop("policy", {}))
-        models = Models.from_config(config.pop("model", {}))
-        routes = Routes.from_config(config.pop("routes", {}))
-        incidents = IncidentDetector.from_config(config.pop("incidents", {}))
-        return cls(registry.build(config), policy, models if models.enabled else None,
-                   routes=routes, incidents=incidents)
+        """Build from a config mapping: detector sections, ``policy``, ``routes``,
+        ``incidents`` (the :class:`Rules`) and ``model`` (fresh models, or None when
+        ``enabled = false``)."""
+        config = config or {}
+        rules = Rules.from_config(config)
+        models = Models.from_config(config.get("model", {}))
+        return cls(rules, models if models.enabled else None)
+
+    def observed(
+        self, *, on_outcome: OnOutcome | None = None, on_learn: OnLearn | None = None
+    ) -> Engine:
+        """An engine over the same rules and the same models (shared, not copied) that
+        also calls these callbacks, after this engine's own."""
+        return Engine(self.rules, self.models, on_outcome=_then(self.on_outcome, on_outcome),
+                      on_learn=_then(self.on_learn, on_learn))
+
+    # The rules' parts, read through the engine by its callers.
+    @property
+    def detectors(self) -> tuple[Detector, ...]:
+        return self.rules.detectors
+
+    @property
+    def policy(self) -> Policy:
+        return self.rules.policy
+
+    @property
+    def routes(self) -> Routes:
+        return self.rules.routes
+
+    @property
+    def incidents(self) -> IncidentDetector:
+        return self.rules.incidents
 
     def features(self, state: SessionState) -> Features:
         p = state.policy
-        friction = p.get("score", 0.0)
-        if state.last_ts is not None and p.get("score_ts") is not None:
-            friction *= 0.5 ** (max(0, state.last_ts - p["score_ts"]) / self.policy.half_life_ms)
+        friction = decayed(p.get("score", 0.0), p.get("score_ts"), state.last_ts,
+                           self.rules.policy.half_life_ms)
         return features(
             state.counts, state.signal_counts, friction=friction,
             duration_ms=(state.last_ts or 0) - (state.first_ts or 0), pages=len(state.pages),
@@ -244,12 +372,19 @@ class Engine:
         The anomaly model looks at milestone events of sessions that can still get
         one. Both learn from outcomes (purchase, session_end, or :meth:`expire`).
         """
+        outcome = self._step(state, event)
+        if self.on_outcome is not None:
+            self.on_outcome(state, event, outcome)
+        return outcome
+
+    def _step(self, state: SessionState, event: Event) -> Outcome:
         event_id = event.get("event_id")
         if event_id is not None:
             # Beacons are retried; the same event must not count twice.
             if event_id in state.seen_ids:
                 return Outcome(state.session_id, duplicate=True)
             _push(state.seen_ids, event_id, MAX_SEEN_IDS)
+        rules = self.rules
         kind = event["type"]
         result = group = None
         if kind in ("purchase", "session_end"):
@@ -259,11 +394,11 @@ class Engine:
             self._reward_variant(state, event["intervention_id"], kind == "intervention_accepted")
         state.remember(event)
         signals = []
-        for detector in self.detectors:
+        for detector in rules.detectors:
             signal = detector.step(state.detectors.setdefault(detector.name, {}), event)
             if signal is not None:
                 signals.append(signal)
-        models, is_open = self.models, self.policy.is_open(state.policy)
+        models, is_open = self.models, rules.policy.is_open(state.policy)
         anomaly = risk = None
         if models is not None and is_open and kind in MILESTONES:
             anomaly = self._look_for_anomaly(state, event, signals, models)
@@ -276,13 +411,13 @@ class Engine:
             x = self.features(state)
             risk = models.risk.score(x)
             state.model["snap"] = snapshot(x, risk)
-        decision = self.policy.decide(state.policy, state.session_id, state.seq, signals, risk)
+        decision = rules.policy.decide(state.policy, state.session_id, state.seq, signals, risk)
         if decision is not None:
             decision = self._choose_variant(state, decision)
             if not decision.delivered:
                 state.model["holdout"] = True
         context = state.context() if decision and decision.kind == "handoff" else None
-        route = self.routes.route(event.get("page") or (state.pages[-1] if state.pages else None))
+        route = rules.routes.route(event.get("page") or (state.pages[-1] if state.pages else None))
         return Outcome(state.session_id, tuple(signals), decision, context, risk=risk,
                        anomaly=anomaly, result=result, group=group, route=route)
 
@@ -296,10 +431,11 @@ class Engine:
         """
         x = None
         score = None
-        weight = self.policy.weights.get("anomalous_session", 1.0)
-        if not state.model.get("flagged") and self.policy.could_tip(
+        policy = self.rules.policy
+        weight = policy.weights.get("anomalous_session", 1.0)
+        if not state.model.get("flagged") and policy.could_tip(
             state.policy, event["ts"], models.anomaly_strength * weight + sum(
-                s.strength * self.policy.weights.get(s.detector, 1.0) for s in signals)
+                s.strength * policy.weights.get(s.detector, 1.0) for s in signals)
         ):
             x = self.features(state)
             score, flagged = models.anomaly.score(x)
@@ -314,7 +450,10 @@ class Engine:
     def expire(self, state: SessionState) -> Outcome:
         """The session went quiet past the timeout: abandoned, unless it converted."""
         result, group = self._learn_outcome(state, abandoned=True)
-        return Outcome(state.session_id, result=result, group=group)
+        outcome = Outcome(state.session_id, result=result, group=group)
+        if self.on_outcome is not None:
+            self.on_outcome(state, None, outcome)
+        return outcome
 
     def _learn_outcome(self, state: SessionState, *, abandoned: bool) -> tuple[str | None, str]:
         m = state.model
@@ -326,28 +465,35 @@ class Engine:
         models = self.models
         if models is not None:
             snap = m.pop("snap", None)
+            scored_at = "signal"
             if snap is None:  # never scored: score now, still before learning
+                scored_at = "outcome"
                 x = self.features(state)
                 snap = snapshot(x, models.risk.score(x))
             learn_outcome(models, snap, abandoned)
+            if self.on_learn is not None:
+                self.on_learn(Learned(state.session_id, dict(snap["features"]),
+                                      float(snap["predicted"]), abandoned, scored_at))
             variant = m.get("variant")
-            if variant and not variant[3]:
-                models.chooser.reward(variant[0], variant[1], not abandoned)
-                variant[3] = True
+            if variant and not variant["rewarded"]:
+                models.chooser.reward(variant["message_key"], variant["arm"], not abandoned)
+                variant["rewarded"] = True
         return m["result"], group
 
     def _choose_variant(self, state: SessionState, decision: Decision) -> Decision:
         if self.models is None or decision.kind != "nudge":
             return decision
-        texts = self.policy.variants(decision.message_key)
+        texts = self.rules.policy.variants(decision.message_key)
         if len(texts) < 2:
             return decision
         arm = self.models.chooser.choose(decision.message_key, len(texts))
-        state.model["variant"] = [decision.message_key, arm, decision.intervention_id, False]
+        state.model["variant"] = {"message_key": decision.message_key, "arm": arm,
+                                  "intervention_id": decision.intervention_id, "rewarded": False}
         return replace(decision, message=texts[arm], variant=arm)
 
     def _reward_variant(self, state: SessionState, intervention_id: str, accepted: bool) -> None:
         variant = state.model.get("variant")
-        if self.models is not None and variant and variant[2] == intervention_id and not variant[3]:
-            self.models.chooser.reward(variant[0], variant[1], accepted)
-            variant[3] = True
+        if (self.models is not None and variant and variant["intervention_id"] == intervention_id
+                and not variant["rewarded"]):
+            self.models.chooser.reward(variant["message_key"], variant["arm"], accepted)
+            variant["rewarded"] = True

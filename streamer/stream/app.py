@@ -48,7 +48,7 @@ def build(
     metrics = metrics or Metrics()
     engine = Engine.from_config(settings.detection)  # bad config fails here, before Kafka
     if models is not None and engine.models is not None:
-        engine.models = models
+        engine = Engine(engine.rules, models)
     app = transport.App(
         settings.app_id,
         fetch_max_wait_ms=settings.fetch_max_wait_ms,

@@ -4,7 +4,8 @@ The models are a worker's own learned state (not per session), so they live besi
 the session table rather than in it: every ``model_checkpoint_s`` the worker writes
 them, pickled, to ``frictionwatch.models`` keyed by app id; a starting worker reads
 that topic to its end and keeps the newest. A restart loses at most one interval of
-learning. Only our workers write that topic; a pickle is code, so nobody else may.
+learning, and a checkpoint never goes backwards (:class:`Checkpointer`). Only our
+workers write that topic; a pickle is code, so nobody else may.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from __future__ import annotations
 import logging
 import pickle
 import time
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import faust
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -61,17 +64,63 @@ async def restore(settings: Settings, *, timeout_s: float = 30.0) -> Models | No
     return models
 
 
+class Checkpointer:
+    """Writes the models when they have learned more than any checkpoint before them.
+
+    The high-water mark starts at what the models hold when the worker starts (the
+    restored checkpoint's outcomes, or 0 for fresh models) and rises with each write,
+    so a checkpoint never holds fewer learned outcomes than the one restored at start
+    or the last one written: models that somehow hold fewer (fresh ones put in place of
+    the learned ones) are not written, and each skip is counted in a log line.
+    """
+
+    def __init__(
+        self, pipeline: Pipeline, send: Callable[[bytes, bytes], Awaitable[Any]], key: bytes,
+        metrics: Metrics,
+    ) -> None:
+        self.pipeline = pipeline
+        self.send = send
+        self.key = key
+        self.metrics = metrics
+        models = pipeline.engine.models
+        self.high_water = 0 if models is None else models.risk.learned
+        self.skipped = 0
+
+    async def checkpoint(self) -> bool:
+        """Write the running models if they learned more; True when written."""
+        models = self.pipeline.engine.models
+        if models is None:
+            return False
+        learned = models.risk.learned
+        if learned < self.high_water:
+            self.skipped += 1
+            log.warning(
+                "models not checkpointed: they hold %d learned outcomes, fewer than the %d "
+                "of the last checkpoint restored or written (%d checkpoint(s) skipped)",
+                learned, self.high_water, self.skipped,
+            )
+            return False
+        if learned == self.high_water:
+            return False  # nothing new since
+        await self.send(self.key, pickle.dumps(models))
+        self.high_water = learned
+        self.metrics.checkpoints.inc()
+        log.info("models checkpointed after %d outcomes", learned)
+        return True
+
+
 def install(
     app: faust.App, topics: Topics, pipeline: Pipeline, settings: Settings, metrics: Metrics
-) -> None:
-    last = {"learned": -1}
+) -> Checkpointer:
+    """The checkpoint timer; call it once ``pipeline`` holds the restored models."""
+
+    async def send(key: bytes, value: bytes) -> None:
+        await topics.models.send(key=key, value=value)
+
+    checkpointer = Checkpointer(pipeline, send, settings.app_id.encode(), metrics)
 
     @app.timer(interval=settings.model_checkpoint_s)
     async def checkpoint_models() -> None:
-        models = pipeline.engine.models
-        if models is None or models.risk.learned == last["learned"]:
-            return
-        await topics.models.send(key=settings.app_id.encode(), value=pickle.dumps(models))
-        last["learned"] = models.risk.learned
-        metrics.checkpoints.inc()
-        log.info("models checkpointed after %d outcomes", models.risk.learned)
+        await checkpointer.checkpoint()
+
+    return checkpointer

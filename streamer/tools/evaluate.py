@@ -439,26 +439,24 @@ def format_model(model: Report) -> str:
 
 
 # -- running a replay for it ---------------------------------------------------------
-class _Observed(Engine):
-    """The same engine, also noting each session and (if labelled) its events' ts.
+class _Sessions:
+    """Notes each session the engine stepped and, if labelled, its events' ``ts``.
 
     Only events the engine accepted count: invalid ones never reach it, and
-    duplicates (retried beacons) are skipped as the engine skips them.
+    duplicates (retried beacons) are skipped as the engine skips them. Passed to the
+    engine as its ``on_outcome`` callback.
     """
 
-    def __init__(self, engine: Engine, keep_ts: set[str]) -> None:
-        super().__init__(engine.detectors, engine.policy, engine.models,
-                         routes=engine.routes, incidents=engine.incidents)
+    def __init__(self, keep_ts: set[str]) -> None:
         self.keep_ts = keep_ts
-        self.sessions: dict[str, list[int]] = {}
+        self.ts: dict[str, list[int]] = {}
 
-    def step(self, state: SessionState, event: Event) -> Outcome:
-        outcome = super().step(state, event)
-        if not outcome.duplicate:
-            times = self.sessions.setdefault(state.session_id, [])
-            if state.session_id in self.keep_ts:
-                times.append(event["ts"])
-        return outcome
+    def __call__(self, state: SessionState, event: Event | None, outcome: Outcome) -> None:
+        if event is None or outcome.duplicate:
+            return
+        times = self.ts.setdefault(state.session_id, [])
+        if state.session_id in self.keep_ts:
+            times.append(event["ts"])
 
 
 def _progress(lines: Iterable[bytes], err: IO[str] | None, what: str) -> Iterator[bytes]:
@@ -493,11 +491,12 @@ def replay_report(
     from streamer.settings import Settings
     from streamer.tools.replay import replay_lines
 
-    observed = _Observed(engine, {label["session_id"] for label in labels})
+    sessions = _Sessions({label["session_id"] for label in labels})
     metrics = Metrics()
     records: list[dict[str, Any]] = []
     for record in replay_lines(
-        _progress(lines, err, what), observed, max_record_bytes=max_record_bytes, errors=err,
+        _progress(lines, err, what), engine.observed(on_outcome=sessions),
+        max_record_bytes=max_record_bytes, errors=err,
         idle_ms=Settings.idle_timeout_ms if idle_ms is None else idle_ms, metrics=metrics,
     ):
         if out is not None:
@@ -512,7 +511,7 @@ def replay_report(
             slim["delivered"] = record.get("delivered", True)
         records.append(slim)
     report = evaluate(
-        records, labels, observed.sessions,
+        records, labels, sessions.ts,
         detectors=[*REGISTRY, *(d.name for d in engine.detectors)], tolerance_ms=tolerance_ms,
     )
     report["model"] = model_from_metrics(metrics, engine) if engine.models is not None else None

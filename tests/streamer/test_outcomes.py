@@ -160,21 +160,19 @@ def test_simulate_cli_takes_the_effect_and_refuses_impossible_ones(
 
 
 # -- replay: every session gets one outcome ---------------------------------------------
-class _Recording(Engine):
-    """Notes the watermark (largest ts stepped so far) whenever a session is expired."""
+class _Recording:
+    """An ``on_outcome`` callback noting the watermark (largest ts stepped so far)
+    whenever a session is expired."""
 
-    def __init__(self, engine: Engine) -> None:
-        super().__init__(engine.detectors, engine.policy, engine.models)
+    def __init__(self) -> None:
         self.now = 0
         self.expired: list[tuple[str, int, int | None]] = []
 
-    def step(self, state: SessionState, event: dict[str, Any]) -> Outcome:
-        self.now = max(self.now, event["ts"])
-        return super().step(state, event)
-
-    def expire(self, state: SessionState) -> Outcome:
-        self.expired.append((state.session_id, self.now, state.last_ts))
-        return super().expire(state)
+    def __call__(self, state: SessionState, event: dict[str, Any] | None, _: Outcome) -> None:
+        if event is not None:
+            self.now = max(self.now, event["ts"])
+        else:
+            self.expired.append((state.session_id, self.now, state.last_ts))
 
 
 def _lines(sessions: list[SimSession], tmp_path: Path) -> list[bytes]:
@@ -193,7 +191,8 @@ def _outcomes(metrics: Metrics) -> dict[tuple[str, str], float]:
 
 def test_replay_gives_every_session_exactly_one_outcome(tmp_path: Path) -> None:
     sessions = list(generate(seed=8, sessions=1000, nudge_effect=0.2, holdout_share=0.3))
-    engine = _Recording(Engine.from_config({"policy": {"holdout_share": 0.3}}))
+    recording = _Recording()
+    engine = Engine.from_config({"policy": {"holdout_share": 0.3}}).observed(on_outcome=recording)
     metrics = Metrics()
     list(replay_lines(iter(_lines(sessions, tmp_path)), engine, max_record_bytes=MAX_BYTES,
                       idle_ms=IDLE_MS, sweep_every=200, metrics=metrics))
@@ -203,13 +202,13 @@ def test_replay_gives_every_session_exactly_one_outcome(tmp_path: Path) -> None:
         s.converted for s in sessions)
     assert engine.models is not None and engine.models.risk.learned == 1000
     # Silent sessions ended during the replay, idle past the timeout of event time ...
-    during = [(sid, now, last) for sid, now, last in engine.expired if now < engine.now]
+    during = [(sid, now, last) for sid, now, last in recording.expired if now < recording.now]
     assert len(during) > 100
     assert all(last is not None and now - last > IDLE_MS for _, now, last in during)
     # ... and what was still open at the end of the input was ended then.
-    assert any(now == engine.now for _, now, _ in engine.expired)
+    assert any(now == recording.now for _, now, _ in recording.expired)
     silent = {s.session_id for s in sessions if _kinds(s)[-1] != "session_end"}
-    assert {sid for sid, _, _ in engine.expired} == silent
+    assert {sid for sid, _, _ in recording.expired} == silent
 
 
 def test_replay_output_does_not_depend_on_the_sweep(tmp_path: Path) -> None:
