@@ -11,11 +11,11 @@ times counts once: incidents are about how many customers are affected.
 Each key ``(route, failure)`` has its own small state (a JSON dict, bounded in size);
 time is the observations' ``ts`` and nothing else. What the state remembers, per key:
 
-- ``f``: affected sessions, exponentially decayed with time constant ``short_ms``
+- ``short``: affected sessions, exponentially decayed with time constant ``short_ms``
   (about "sessions in the last minute");
-- ``b``: the same with ``baseline_ms`` (the usual rate over the last hours); frozen
+- ``baseline``: the same with ``baseline_ms`` (the usual rate over the last hours); frozen
   while an incident is open, so an outage does not teach its own rate as normal;
-- ``w``: the same with ``history_ms`` (what this key did over the last week);
+- ``history``: the same with ``history_ms`` (what this key did over the last week);
 - the ``ts`` of its last :data:`MAX_RECENT` affected sessions and a hash of its last
   :data:`MAX_SEEN` sessions.
 
@@ -23,15 +23,15 @@ Decayed sums are order independent (a late observation is added with the weight 
 would have had), so partitions consumed at different speeds do not confuse them.
 
 **Rate rule** (opens within about a minute of a real outage): expected short count
-``E = max(rate of b - f, floor_per_day) * short_ms`` (``b - f``: the baseline without the
-sessions the short count holds); open when ``round(f) >= min_count``,
-``f >= ratio * E`` and ``P(Poisson(E) >= round(f)) < alpha``. Close once ``f`` has stayed
+``E = max(rate of baseline - short, floor_per_day) * short_ms`` (``baseline - short``: the
+baseline without the sessions the short count holds); open when ``round(short) >= min_count``,
+``short >= ratio * E`` and ``P(Poisson(E) >= round(short)) < alpha``. Close once ``short`` has stayed
 below ``max(ratio * E, min_count)`` for ``close_ms``; the close ``ts`` is that moment,
 computed from the decay, not when somebody looked.
 
 **Sparse rule** (a few a day): open when at least ``sparse_count`` affected sessions
 fall within ``sparse_window_ms`` and that many would be improbable (``< alpha``) at the
-key's rate before the window (from ``w``, at least ``floor_per_day``). Close after
+key's rate before the window (from ``history``, at least ``floor_per_day``). Close after
 ``sparse_window_ms`` without one.
 
 Neither rule opens while the detector is learning: the rate rule not before
@@ -66,6 +66,8 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Final
 
+import orjson
+
 from detectors.config import build, check, setting
 from detectors.errors import ConfigError
 
@@ -88,6 +90,24 @@ def key_of(route: str, failure: str) -> str:
     '/checkout|checkout_failure'
     """
     return f"{route}{SEP}{failure}"
+
+
+#: Key names of states written before they were spelled out (changelogs keep them).
+_OLD_KEYS: Final = {"t": "clock_ts", "f": "short", "w": "history", "b": "baseline",
+                    "tb": "baseline_ts"}
+
+
+def decode_state(raw: bytes) -> State:
+    """A key's stored state, whatever version of this module wrote it.
+
+    >>> decode_state(b'{"t": 5, "f": 1.5, "open": null}')
+    {'open': None, 'clock_ts': 5, 'short': 1.5}
+    """
+    state: State = orjson.loads(raw)
+    for old, new in _OLD_KEYS.items():
+        if old in state:
+            state[new] = state.pop(old)
+    return state
 
 
 def poisson_sf(k: float, mu: float) -> float:
@@ -189,8 +209,9 @@ class IncidentDetector:
     def new_state(self, route: str, failure: str, since: int) -> State:
         """A key nobody saw yet; ``since`` is when the fleet's observation began."""
         return {
-            "route": route, "failure": failure, "since": since, "t": since, "f": 0.0,
-            "w": 0.0, "tb": since, "b": 0.0, "recent": [], "seen": [], "open": None,
+            "route": route, "failure": failure, "since": since, "clock_ts": since,
+            "short": 0.0, "history": 0.0, "baseline_ts": since, "baseline": 0.0,
+            "recent": [], "seen": [], "open": None,
         }
 
     def observe(self, state: State, ts: int, source: str | None = None) -> list[Change]:
@@ -202,48 +223,48 @@ class IncidentDetector:
                 return changes  # this session already counts
             state["seen"].append(tag)
             del state["seen"][:-MAX_SEEN]
-        now = state["t"]
+        now = state["clock_ts"]
         weight_f = math.exp(-(now - ts) / self.short_ms) if ts < now else 1.0
         weight_w = math.exp(-(now - ts) / self.history_ms) if ts < now else 1.0
-        state["f"] += weight_f
-        state["w"] += weight_w
+        state["short"] += weight_f
+        state["history"] += weight_w
         recent = state["recent"]
         recent.append(ts)
         recent.sort()
         del recent[:-MAX_RECENT]
         incident = state["open"]
         if incident is not None:
-            if incident["rule"] == "rate" and state["f"] >= incident["level"]:
+            if incident["rule"] == "rate" and state["short"] >= incident["level"]:
                 incident["quiet"] = None
             return changes
         opened = self._try_open(state, now)
         if opened is not None:
             changes.append(opened)
         else:
-            tb = state["tb"]
-            state["b"] += math.exp(-(tb - ts) / self.baseline_ms) if ts < tb else 1.0
+            tb = state["baseline_ts"]
+            state["baseline"] += math.exp(-(tb - ts) / self.baseline_ms) if ts < tb else 1.0
         return changes
 
     def advance(self, state: State, ts: int) -> list[Change]:
         """Let event time pass to ``ts`` with no observation; may close the incident."""
-        t = state["t"]
+        t = state["clock_ts"]
         if ts <= t:
             return []
-        f0 = state["f"]
+        f0 = state["short"]
         dt = ts - t
-        state["f"] = f0 * math.exp(-dt / self.short_ms)
-        state["w"] *= math.exp(-dt / self.history_ms)
-        state["t"] = ts
+        state["short"] = f0 * math.exp(-dt / self.short_ms)
+        state["history"] *= math.exp(-dt / self.history_ms)
+        state["clock_ts"] = ts
         incident = state["open"]
         if incident is None:
-            state["b"] *= math.exp(-(ts - state["tb"]) / self.baseline_ms)
-            state["tb"] = ts
+            state["baseline"] *= math.exp(-(ts - state["baseline_ts"]) / self.baseline_ms)
+            state["baseline_ts"] = ts
             return []
         if incident["rule"] == "sparse":
             closes_at = state["recent"][-1] + self.sparse_window_ms
         else:
             level = incident["level"]
-            if incident["quiet"] is None and state["f"] < level:
+            if incident["quiet"] is None and state["short"] < level:
                 # f decays monotonically between observations: when did it cross?
                 crossed = t if f0 < level else t + self.short_ms * math.log(f0 / level)
                 incident["quiet"] = math.ceil(crossed)
@@ -258,9 +279,9 @@ class IncidentDetector:
     def _try_open(self, state: State, now: int) -> Change | None:
         age = now - state["since"]
         if age >= self.learn_ms:
-            f = state["f"]
+            f = state["short"]
             # The usual rate before what f counts: a burst is not its own baseline.
-            expected = self._rate(max(0.0, state["b"] - f), self.baseline_ms, age) * self.short_ms
+            expected = self._rate(max(0.0, state["baseline"] - f), self.baseline_ms, age) * self.short_ms
             n = round(f)  # sessions "in the last short_ms", a few ms of decay forgiven
             if (n >= self.min_count and f >= self.ratio * expected
                     and poisson_sf(n, expected) < self.alpha):
@@ -274,7 +295,7 @@ class IncidentDetector:
                 # The key's rate before the window: its week without the window's
                 # sessions, over the (decayed) time observed before the window.
                 h = self.history_ms
-                before = state["w"] - math.fsum(math.exp(-max(0, now - r) / h) for r in inside)
+                before = state["history"] - math.fsum(math.exp(-max(0, now - r) / h) for r in inside)
                 exposure = h * (math.exp(-self.sparse_window_ms / h) - math.exp(-age / h))
                 rate = max(max(0.0, before) / max(exposure, 1.0), self._floor_rate)
                 expected = rate * self.sparse_window_ms
@@ -300,12 +321,12 @@ class IncidentDetector:
         incident = state["open"]
         count = 0.0
         if incident["rule"] == "rate":  # f at the close, before the decay since then
-            count = state["f"] * math.exp(min(700.0, max(0, state["t"] - ts) / self.short_ms))
+            count = state["short"] * math.exp(min(700.0, max(0, state["clock_ts"] - ts) / self.short_ms))
         change = self._record(state, "incident_close", ts, min(count, incident["level"]))
         change["opened_ts"] = incident["ts"]
         # Back to learning the usual rate from now on; the incident's sessions are its own.
         state["open"] = None
-        state["tb"] = max(state["tb"], ts)
+        state["baseline_ts"] = max(state["baseline_ts"], ts)
         state["recent"] = []
         return change
 

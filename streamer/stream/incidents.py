@@ -34,7 +34,14 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from detectors.incidents import Change, IncidentBook, IncidentDetector, State, key_of
+from detectors.incidents import (
+    Change,
+    IncidentBook,
+    IncidentDetector,
+    State,
+    decode_state,
+    key_of,
+)
 from streamer.metrics import Metrics
 from streamer.stream.batching import in_context_of, owner, partition_batches
 
@@ -138,7 +145,7 @@ class IncidentTable:
     def since(self, ts: int) -> int:
         """When the fleet's observation began: the earliest ``since`` of any key held."""
         if self._since is None:
-            known = [orjson.loads(raw)["since"] for raw in self.states.values()]
+            known = [decode_state(raw)["since"] for raw in self.states.values()]
             self._since = min(known, default=ts)
         return self._since
 
@@ -160,7 +167,7 @@ class IncidentTable:
             if state is None:
                 raw = self.states.get(key)
                 if raw is not None:
-                    state = loaded[key] = orjson.loads(raw)
+                    state = loaded[key] = decode_state(raw)
             if "tick" in body:
                 if state is not None and isinstance(body["tick"], int):
                     changes += self.detector.advance(state, body["tick"])
@@ -188,8 +195,8 @@ class IncidentTable:
         due = []
         for key, raw in list(self.states.items()):
             if owns(key):
-                state = orjson.loads(raw)
-                if state["open"] is not None and state["t"] < self.watermark:
+                state = decode_state(raw)
+                if state["open"] is not None and state["clock_ts"] < self.watermark:
                     due.append(key)
         return due
 
@@ -198,7 +205,7 @@ class IncidentTable:
         exported = set()
         for key, raw in list(self.states.items()):
             if owns(key):
-                exported.add(self._export(orjson.loads(raw)))
+                exported.add(self._export(decode_state(raw)))
         for labels in self._exported - exported:
             self.metrics.incidents_open.remove(*labels)
         self._exported = exported

@@ -203,7 +203,7 @@ def test_observing_does_not_touch_settings_and_late_observations_are_weighed() -
         detector.observe(a, ts, f"s{i}")
     for i, ts in sorted(enumerate(times), key=lambda it: it[1]):
         detector.observe(b, ts, f"s{i}")
-    assert a["f"] == pytest.approx(b["f"]) and a["w"] == pytest.approx(b["w"])
+    assert a["short"] == pytest.approx(b["short"]) and a["history"] == pytest.approx(b["history"])
     assert vars(detector) == before
 
 
