@@ -11,9 +11,9 @@ import sys
 from collections.abc import Sequence
 
 from detectors.errors import DetectorError
-from streamer.cli import bench, compare, replay, report, run, simulate, worker
+from streamer.cli import bench, compare, replay, report, run, simulate, tune, worker
 
-COMMANDS = (run, worker, replay, compare, report, simulate, bench)
+COMMANDS = (run, worker, replay, compare, tune, report, simulate, bench)
 
 
 def parser() -> argparse.ArgumentParser:

@@ -19,6 +19,9 @@ def add(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     cp.add_argument("config_b", metavar="B.toml", help="detector/policy TOML of config B")
     cp.add_argument("--labels", required=True, help="labels JSONL (from simulate)")
     cp.add_argument("--json", action="store_true", help='print {"a": report, "b": report}')
+    cp.add_argument("--plot", metavar="OUT.html",
+                    help="also write per-detector precision and recall, A vs B, as a "
+                    "self-contained HTML page (inline SVG)")
     cp.set_defaults(func=main)
 
 
@@ -49,4 +52,16 @@ def main(args: argparse.Namespace) -> int:
     else:
         print(f"A = {args.config_a}\nB = {args.config_b}\n")
         print(evaluate.format_comparison(reports[0], reports[1]))
+    if args.plot:
+        from streamer.tools.pages import comparison_page
+
+        page = comparison_page(reports[0], reports[1], ("A", "B"), title="frictionwatch compare",
+                               notes=[f"A = {args.config_a}", f"B = {args.config_b}",
+                                      f"events {args.file}, labels {args.labels}"])
+        try:
+            with open(args.plot, "w", encoding="utf-8") as out:
+                out.write(page)
+        except OSError as exc:
+            return options.fail(f"--plot {args.plot!r}: {exc.strerror or exc}")
+        print(f"wrote the plot to {args.plot}", file=sys.stderr)
     return 0

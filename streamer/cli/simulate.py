@@ -31,10 +31,13 @@ def add(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from streamer.tools import outage, simulate
+    from streamer.tools.progress import progress
 
     try:
-        sessions = list(simulate.generate(args.seed, args.sessions, nudge_effect=args.nudge_effect,
-                                          holdout_share=args.holdout_share))
+        sessions = list(progress(
+            simulate.generate(args.seed, args.sessions, nudge_effect=args.nudge_effect,
+                              holdout_share=args.holdout_share),
+            sys.stderr, "simulate", total=args.sessions, unit="sessions"))
         if args.outage:
             window = outage.Outage.parse(args.outage)
             sessions = outage.inject(sessions, window)

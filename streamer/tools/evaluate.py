@@ -59,7 +59,6 @@ from __future__ import annotations
 
 import math
 import sys
-import time
 from bisect import bisect_right
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -79,8 +78,6 @@ Report = dict[str, Any]
 
 #: A signal this much (ms of event time) before the labelled onset still detects it.
 TOLERANCE_MS: Final = 500
-#: Progress on stderr every this many input lines.
-PROGRESS_EVERY: Final = 100_000
 INTERVENTION_KINDS: Final = ("nudge", "handoff")
 
 
@@ -460,13 +457,10 @@ class _Sessions:
 
 
 def _progress(lines: Iterable[bytes], err: IO[str] | None, what: str) -> Iterator[bytes]:
-    start = time.monotonic()
-    number = 0
-    for number, line in enumerate(lines, 1):
-        if err is not None and number % PROGRESS_EVERY == 0:
-            err.write(f"{what}: {number} lines, {time.monotonic() - start:.1f} s\n")
-            err.flush()
-        yield line
+    """The lines, with a progress bar on ``err`` when it is a terminal (silent when piped)."""
+    from streamer.tools.progress import progress
+
+    return progress(lines, err, what)
 
 
 def replay_report(
