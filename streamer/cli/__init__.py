@@ -34,3 +34,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DetectorError as exc:
         print(f"frictionwatch: error: {exc}", file=sys.stderr)
         return 2
+    except (FileNotFoundError, IsADirectoryError, PermissionError) as exc:
+        # A path the user typed: say which, without a traceback.
+        print(f"frictionwatch: error: {exc.filename}: {exc.strerror}", file=sys.stderr)
+        return 2

@@ -114,3 +114,17 @@ def test_bad_config_fails_at_start_naming_the_key(tmp_path: Path, capsys) -> Non
     config.write_text("[policy]\ncooldown_ms = -5\n")
     assert main(["replay", "-", "--config", str(config)]) == 2
     assert "policy.cooldown_ms = -5" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [
+    ["replay", "{missing}"],
+    ["replay", "{missing}", "--labels", "{missing}"],
+    ["report", "{missing}"],
+    ["simulate", "--sessions", "2", "--events-out", "{missing_dir}/e.jsonl"],
+])
+def test_a_missing_file_is_one_line_and_status_2(tmp_path: Path, capsys, argv: list[str]) -> None:
+    paths = {"missing": str(tmp_path / "nope.jsonl"), "missing_dir": str(tmp_path / "no" / "dir")}
+    assert main([a.format(**paths) for a in argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("frictionwatch: error: ") and "Traceback" not in err
+    assert "nope.jsonl" in err or "dir" in err
