@@ -1,8 +1,9 @@
 # The frictionwatch worker image (docker-compose.yml builds it for worker1, worker2).
-# It installs what `make` installs, from the same files, so the two cannot drift
-# (tests/deploy/test_compose.py checks it):
-#   - Debian packages: deploy/install-system-packages.sh reading deploy/system-packages.txt
-#     (the test tools come along: kcat and promtool are handy inside the compose network);
+# It installs from the same files as `make`, only what the worker needs of them, so the
+# two cannot drift (tests/deploy/test_compose.py checks it):
+#   - Debian packages: deploy/install-system-packages.sh with the runtime list
+#     deploy/system-packages.txt only (make test adds deploy/test-packages.txt: Chromium,
+#     promtool, kcat... stay out of the image);
 #   - Python: this pyproject.toml, with the rocksdb extra (RocksDB table store) instead of
 #     the dev extra.
 FROM python:3.11-slim-bookworm
@@ -14,7 +15,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /src
 COPY deploy/install-system-packages.sh deploy/system-packages.txt deploy/
-RUN bash deploy/install-system-packages.sh && rm -rf /var/lib/apt/lists/*
+RUN bash deploy/install-system-packages.sh deploy/system-packages.txt && rm -rf /var/lib/apt/lists/*
 
 COPY pyproject.toml README.md ./
 COPY detectors/ detectors/

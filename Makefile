@@ -13,8 +13,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# Debian packages: what the worker runs with, and what only the tests need.
 system-packages:
-	bash deploy/install-system-packages.sh
+	bash deploy/install-system-packages.sh deploy/system-packages.txt deploy/test-packages.txt
 
 run: $(STAMP)
 	$(BIN)/frictionwatch run

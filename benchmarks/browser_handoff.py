@@ -160,7 +160,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     chromium = shutil.which("chromium")
     if chromium is None:
-        print("chromium is not installed: bash deploy/install-system-packages.sh", file=sys.stderr)
+        print("chromium is not installed: bash deploy/install-system-packages.sh deploy/test-packages.txt",
+              file=sys.stderr)
         return 2
     from playwright.sync_api import sync_playwright
 

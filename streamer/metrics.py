@@ -19,6 +19,7 @@ WEB_REASONS = (
 )
 FEED_OUTCOMES = ("fanned_out", "holdout", "duplicate", "invalid")
 DISCONNECT_REASONS = ("client_gone", "slow", "replaced", "shutdown")
+WEBHOOK_OUTCOMES = ("delivered", "retried", "dead_lettered", "duplicate", "invalid")
 
 #: Event->decision latency buckets, in seconds (the goal is well under a second).
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
@@ -161,6 +162,27 @@ class Metrics:
             self.sse_disconnects.labels(reason)
         for kind in ("new", "renewed"):
             self.session_tokens.labels(kind)
+        # -- webhook sink (streamer/sinks/webhook.py): one count per record and URL ------
+        self.webhook_deliveries = Counter(
+            "frictionwatch_webhook_deliveries",
+            "Webhook deliveries by outcome (delivered, retried: a failed try followed by "
+            "another, dead_lettered, duplicate: already delivered to that URL, invalid: an "
+            "unreadable record) and record type.",
+            ["outcome", "type"], registry=r,
+        )
+        self.webhook_latency = Histogram(
+            "frictionwatch_webhook_delivery_seconds",
+            "From the record's Kafka timestamp to the receiver's 2xx, retries included.",
+            buckets=LATENCY_BUCKETS, registry=r,
+        )
+        self.webhook_partitions = Gauge(
+            "frictionwatch_webhook_partitions",
+            "Partitions this worker's webhook sink is assigned (its own consumer group).",
+            registry=r,
+        )
+        for outcome in WEBHOOK_OUTCOMES:
+            for kind in ("handoff", "incident"):
+                self.webhook_deliveries.labels(outcome, kind)
 
     def count_event(self, kind: str) -> None:
         (self.events_by_type.get(kind) or self.events_by_type["other"]).inc()

@@ -83,6 +83,18 @@ class Settings:
     rate_client_burst: float = setting(100.0, low=1, high=1e6, doc="request burst per client")
     rate_session_per_s: float = setting(20.0, low=0.001, high=1e6, doc="events/s per session")
     rate_session_burst: float = setting(200.0, low=1, high=1e6, doc="event burst per session")
+    # -- webhook sink: handoffs (and incidents) POSTed to helpdesks; streamer/sinks/webhook.py
+    webhook_urls: str = setting("", doc="URLs each handoff is POSTed to, comma-separated (empty: off)")
+    #: HMAC-SHA256 key of the X-FW-Signature header; required when webhook_urls is set.
+    webhook_secret: str = field(default="", repr=False, compare=False)
+    webhook_max_tries: int = setting(5, low=1, high=100, doc="attempts per URL before the dead letters")
+    webhook_backoff_s: float = setting(0.5, low=0.001, high=3600, doc="first retry delay (doubles)")
+    webhook_backoff_max_s: float = setting(60.0, low=0.001, high=86_400, doc="longest retry delay")
+    webhook_timeout_s: float = setting(10.0, low=0.01, high=600, doc="per-request timeout")
+    webhook_concurrency: int = setting(8, low=1, high=1000, doc="records delivered at once")
+    webhook_incidents: bool = setting(False, doc="also POST incident opens and closes")
+    webhook_start: str = setting("latest", choices=("latest", "earliest"),
+                                 doc="where a new webhook consumer group starts reading")
     #: Detector, policy, model, routes and incidents configuration, from config_file.
     detection: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 

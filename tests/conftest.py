@@ -36,7 +36,7 @@ def need_tool(name: str) -> str:
     """The path of a command-line tool; a failure under CI, a skip elsewhere."""
     path = shutil.which(name)
     if path is None:
-        message = f"{name} is not installed (make test installs it: deploy/system-packages.txt)"
+        message = f"{name} is not installed (make test installs it: deploy/test-packages.txt)"
         if CI:
             pytest.fail(message)
         pytest.skip(message)

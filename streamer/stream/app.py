@@ -14,6 +14,7 @@ from detectors.session import Engine
 from streamer import web
 from streamer.metrics import Metrics
 from streamer.settings import Settings
+from streamer.sinks import webhook
 from streamer.stream import agents, checkpoint, incidents, lag, transport
 from streamer.stream.pipeline import Pipeline
 from streamer.stream.reload import ConfigReloader
@@ -82,5 +83,6 @@ def build(
     lag.register(app, [topics.events], metrics.registry)
     checkpoint.install(app, topics, pipeline, settings, metrics)
     web.register(app, topics, settings, metrics)
+    webhook.register(app, settings, metrics)  # only when webhook_urls is set
     ConfigReloader(pipeline, settings.config_file, settings.detection).install(app)
     return Service(app, topics, pipeline, metrics, settings)

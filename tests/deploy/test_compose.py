@@ -8,6 +8,7 @@ import re
 import shlex
 import shutil
 import subprocess
+import tempfile
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -203,15 +204,39 @@ def make_recipe(target: str) -> tuple[str, list[str]]:
     raise AssertionError(f"Makefile has no target {target}")
 
 
+INSTALL_SCRIPT = "deploy/install-system-packages.sh"
+RUNTIME_PACKAGES = "deploy/system-packages.txt"
+TEST_PACKAGES = "deploy/test-packages.txt"
+
+
+def install_lists(command: str) -> list[str]:
+    """The package lists a shell command hands to the install script ([] if it does not)."""
+    words = shlex.split(command)
+    if INSTALL_SCRIPT not in words:
+        return []
+    return words[words.index(INSTALL_SCRIPT) + 1:]
+
+
+def package_list(path: str) -> list[str]:
+    return [line.split()[0] for line in (ROOT / path).read_text().splitlines()
+            if line.strip() and not line.startswith("#")]
+
+
 def test_dockerfile_installs_what_make_installs() -> None:
     instructions = dockerfile_instructions()
     copied = {src for kind, args in instructions if kind == "COPY" for src in args.split()[:-1]}
     runs = [args for kind, args in instructions if kind == "RUN"]
 
-    # Debian packages: the very command `make system-packages` runs, and no other apt.
+    # Debian packages: the script `make system-packages` runs, with the runtime list only
+    # (make adds the test list), and no other apt.
     _, system = make_recipe("system-packages")
-    assert system and all(any(cmd in run for run in runs) for cmd in system), system
-    assert {"deploy/install-system-packages.sh", "deploy/system-packages.txt"} <= copied
+    assert len(system) == 1, system
+    make_lists = install_lists(system[0])
+    assert make_lists == [RUNTIME_PACKAGES, TEST_PACKAGES], make_lists
+    image_lists = [lists for run in runs for command in run.split("&&")
+                   if (lists := install_lists(command))]
+    assert image_lists == [[RUNTIME_PACKAGES]], image_lists
+    assert {INSTALL_SCRIPT, RUNTIME_PACKAGES} <= copied and TEST_PACKAGES not in copied
     assert not any(re.search(r"\bapt(-get)? install\b", run) for run in runs)
 
     # Python: this pyproject.toml, installed as `.` with extras, nothing named by hand.
@@ -250,3 +275,54 @@ def test_dockerignore_keeps_what_the_image_copies() -> None:
             for part in [path, *path.parents][:-1]:
                 hit = [p for p in patterns if fnmatch.fnmatch(str(part), p)]
                 assert hit == [], f".dockerignore {hit} drops {source}, which the image copies"
+
+
+def test_the_image_gets_runtime_packages_and_the_tests_get_the_rest() -> None:
+    runtime, test = package_list(RUNTIME_PACKAGES), package_list(TEST_PACKAGES)
+    assert set(runtime) & set(test) == set(), "a package is in both lists"
+    # What the tests use (promtool, Chromium, docker-compose config, kcat) never ships.
+    assert {"prometheus", "chromium", "chromium-driver", "docker-compose", "kcat"} <= set(test)
+    assert len(runtime) == len(set(runtime)) and len(test) == len(set(test))
+
+
+def _run_install(tmp_path: Path, *lists: str, installed: tuple[str, ...] = ()) -> tuple[
+        subprocess.CompletedProcess[str], list[str]]:
+    """The install script with dpkg, id and apt-get stubbed: what would it install?"""
+    work = Path(tempfile.mkdtemp(dir=tmp_path))
+    calls = work / "calls"
+    stubs = {
+        "dpkg": "case \" $* \" in " + " ".join(f'*" {p} "*) exit 0;;' for p in installed)
+                + " esac; exit 1",
+        "id": "echo 0",
+        "apt-get": f'echo "$*" >> {calls}',
+    }
+    for name, body in stubs.items():
+        (work / name).write_text(f"#!/usr/bin/env bash\n{body}\n")
+        (work / name).chmod(0o755)
+    run = subprocess.run(["bash", str(ROOT / INSTALL_SCRIPT), *lists], capture_output=True,
+                         text=True, timeout=30, cwd=ROOT, env={"PATH": f"{work}:/usr/bin:/bin"})
+    return run, calls.read_text().splitlines() if calls.exists() else []
+
+
+def test_install_script_installs_what_the_given_lists_miss(tmp_path: Path) -> None:
+    runtime, test = package_list(RUNTIME_PACKAGES), package_list(TEST_PACKAGES)
+    run, calls = _run_install(tmp_path, RUNTIME_PACKAGES, TEST_PACKAGES,
+                              installed=(runtime[0], "prometheus"))
+    assert run.returncode == 0, run.stderr
+    wanted = [p for p in runtime + test if p not in (runtime[0], "prometheus")]
+    assert calls[0] == "update -qq" and shlex.split(calls[1])[-len(wanted):] == wanted, calls
+
+    run, calls = _run_install(tmp_path, RUNTIME_PACKAGES)  # the image's command
+    assert run.returncode == 0, run.stderr
+    assert shlex.split(calls[1])[-len(runtime):] == runtime, calls
+
+    run, calls = _run_install(tmp_path, RUNTIME_PACKAGES, TEST_PACKAGES,
+                              installed=tuple(runtime + test))
+    assert run.returncode == 0 and calls == [], "nothing missing: no apt-get at all"
+
+
+def test_install_script_refuses_no_list_or_a_missing_one(tmp_path: Path) -> None:
+    run, _ = _run_install(tmp_path)
+    assert run.returncode == 2 and "usage" in run.stderr
+    run, _ = _run_install(tmp_path, "deploy/no-such-list.txt")
+    assert run.returncode == 2 and "no such package list" in run.stderr
