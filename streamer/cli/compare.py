@@ -58,10 +58,6 @@ def main(args: argparse.Namespace) -> int:
         page = comparison_page(reports[0], reports[1], ("A", "B"), title="frictionwatch compare",
                                notes=[f"A = {args.config_a}", f"B = {args.config_b}",
                                       f"events {args.file}, labels {args.labels}"])
-        try:
-            with open(args.plot, "w", encoding="utf-8") as out:
-                out.write(page)
-        except OSError as exc:
-            return options.fail(f"--plot {args.plot!r}: {exc.strerror or exc}")
-        print(f"wrote the plot to {args.plot}", file=sys.stderr)
+        if not options.write_plot(args.plot, page):
+            return 2
     return 0

@@ -38,3 +38,15 @@ def fail(message: str) -> int:
     """A usage error the user can fix: one line on stderr, exit status 2."""
     print(f"frictionwatch: error: {message}", file=sys.stderr)
     return 2
+
+
+def write_plot(path: str, page: str) -> bool:
+    """Write an HTML plot; a path that cannot be written is one line on stderr."""
+    try:
+        with open(path, "w", encoding="utf-8") as out:
+            out.write(page)
+    except OSError as exc:
+        fail(f"--plot {path!r}: {exc.strerror or exc}")
+        return False
+    print(f"wrote the plot to {path}", file=sys.stderr)
+    return True

@@ -72,10 +72,6 @@ def main(args: argparse.Namespace) -> int:
                  f"{len(labels)} labelled episodes."]
         keys = ", ".join(s.key for s in sweeps)
         page = pages.tune_page(result, title=f"frictionwatch tune: {keys}", notes=notes)
-        try:
-            with open(args.plot, "w", encoding="utf-8") as out:
-                out.write(page)
-        except OSError as exc:
-            return options.fail(f"--plot {args.plot!r}: {exc.strerror or exc}")
-        print(f"wrote the plot to {args.plot}", file=sys.stderr)
+        if not options.write_plot(args.plot, page):
+            return 2
     return 0
