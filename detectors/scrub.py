@@ -43,8 +43,9 @@ CODE_RE: Final = re.compile(r"[A-Za-z0-9_.:-]{1,40}")
 
 #: A key=value in a URL's query string or fragment. The value is what a site puts
 #: there (OAuth codes, ``access_token``, password-reset and magic-link tokens,
-#: ``email=``); the name is kept, it says what went wrong without saying who.
-_PARAM = re.compile(r"([?#&;][^\s=&#?;]{1,64}=)(?!\[token\])[^\s&#;\"'<>\])}]+")
+#: ``email=``); the name is kept, it says what went wrong without saying who. Names are
+#: plain words: ``input#upload[type=file]`` is a CSS selector, not a fragment.
+_PARAM = re.compile(r"([?#&;][A-Za-z0-9_.%+-]{1,64}=)(?!\[token\])[^\s&#;\"'<>\])}]+")
 #: A JSON Web Token: three base64url parts, the first an encoded ``{"``.
 _JWT = re.compile(r"eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*")
 #: A run of 32+ base64url/hex characters mixing letters and digits: API keys, bearer
@@ -99,6 +100,8 @@ def scrub(text: str, on_scrub: OnScrub = None) -> str:
     'https://shop.example/reset?token=[token]&email=[token]'
     >>> scrub("/account#access_token=ya29.a0Af&expires_in=3599")  # OAuth implicit flow
     '/account#access_token=[token]&expires_in=[token]'
+    >>> scrub('input#photo-upload[type=file] > a[href="/r?t=abc"]')  # selectors stay
+    'input#photo-upload[type=file] > a[href="/r?t=[token]"]'
     >>> scrub("Authorization failed: eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.abc")  # a JWT
     'Authorization failed: [token]'
     >>> scrub("key sk_live_4eC39HqLyjWDarjtT1zdp7dc rejected")  # an API key

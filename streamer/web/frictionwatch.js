@@ -59,7 +59,7 @@
     } catch (e) { return String(url).split(/[?#]/)[0]; }
   }
   // -- personal data out: the patterns of detectors/scrub.py (read the reasons there) --
-  var PARAM = /([?#&;][^\s=&#?;]{1,64}=)(?!\[token\])[^\s&#;"'<>\])}]+/g;
+  var PARAM = /([?#&;][A-Za-z0-9_.%+-]{1,64}=)(?!\[token\])[^\s&#;"'<>\])}]+/g;
   var JWT = /eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*/g;
   var SECRET = /[A-Za-z0-9_-]{32,}/g;
   var EMAIL = (function () {

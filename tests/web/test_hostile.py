@@ -302,6 +302,7 @@ SAMPLES = [
     "TypeError: Cannot read properties of undefined (reading 'price')",
     "?0=[token] and ?a=b&c=d",
     "5555-5555-5555-4444 4000 0000 0000 0002 378282246310005",
+    'input#photo-upload[type=file] > a[target=_blank][href="/r?t=abc"]',
 ]
 
 
