@@ -24,7 +24,10 @@ from typing import Any, Final
 
 import orjson
 
+from detectors import scrub
 from detectors.errors import InvalidEvent
+from detectors.scrub import OnScrub, clean_code, clean_text
+from detectors.scrub import url_path as url_path  # the one URL-stripping function
 
 Event = dict[str, Any]
 
@@ -42,6 +45,22 @@ REASONS: Final = (
 
 MAX_RECORD_BYTES: Final = 256 * 1024
 MAX_EVENTS_PER_RECORD: Final = 1000
+#: Caps in UTF-8 bytes, not characters: one emoji is 4 bytes, and bytes are what fill
+#: session state, Kafka records and SSE frames.
+#: Identities (session_id, event_id, user_id, intervention_id, type) over the cap are
+#: refused (``too_large``): cutting them would merge two sessions or two events.
+MAX_ID_BYTES: Final = 256
+#: Free text (js_error/form_error message, click text, search query, checkout step,
+#: strings in fields we do not know) is scrubbed and cut at a character boundary.
+MAX_TEXT_BYTES: Final = 512
+#: Paths, URLs, selectors and field names: scrubbed, query and fragment stripped, cut.
+MAX_PATH_BYTES: Final = 200
+#: Objects and arrays nest at most this deep in an event (the event itself is 1);
+#: anything deeper is refused (``too_large``) before it is stored or re-encoded
+#: (orjson's encoder stops at 255 levels, its decoder at 1024).
+MAX_DEPTH: Final = 8
+#: No decoded string is longer than this many characters (kept for importers; the
+#: caps above, in bytes, are the rule).
 MAX_STRING_CHARS: Final = 4096
 #: Integers must fit a signed 64-bit word: orjson (and Kafka tooling) cannot carry more.
 INT_MIN: Final = -(2**63)
@@ -52,8 +71,16 @@ _NUM: tuple[type, ...] = (int, float)
 _INT: tuple[type, ...] = (int,)
 _STR_OR_INT: tuple[type, ...] = (str, int)
 
+# What a field's value is, and so how it is cleaned:
+_ID = "id"  # an identity: refused over MAX_ID_BYTES
+_TEXT = "text"  # free text: scrubbed, cut at MAX_TEXT_BYTES
+_SHORT = "short"  # a selector or field name: scrubbed, cut at MAX_PATH_BYTES
+_URL = "url"  # a page or URL: query and fragment stripped, scrubbed, cut at MAX_PATH_BYTES
+_CODE = "code"  # a machine word (scrub.CODE_RE), else dropped (None)
+
+Spec = tuple[tuple[type, ...], bool, bool]
 # type -> {field: (accepted python types, required, nullable)}; mirrors schema/event.v1.json
-_FIELDS: Final[dict[str, dict[str, tuple[tuple[type, ...], bool, bool]]]] = {
+_FIELDS: Final[dict[str, dict[str, Spec]]] = {
     "page_view": {"page": (_STR, True, False), "referrer": (_STR, False, True)},
     "click": {
         "x": (_NUM, True, False),
@@ -76,12 +103,30 @@ _FIELDS: Final[dict[str, dict[str, tuple[tuple[type, ...], bool, bool]]]] = {
     "intervention_dismissed": {"intervention_id": (_STR, True, False)},
     "session_end": {},
 }
-_COMMON: Final[dict[str, tuple[tuple[type, ...], bool, bool]]] = {
+_COMMON: Final[dict[str, Spec]] = {
     "event_id": (_STR, False, True),
     "page": (_STR, False, True),
     "user_id": (_STR, False, True),
 }
+#: Fields only a server sets, each an integer 0..2**63-1 or null: ``received_at``, the
+#: receive time (ms since epoch) the collector stamps over whatever a browser sent (a
+#: record from another producer may carry its own, as trusted as that producer).
+SERVER_FIELDS: Final = ("received_at",)
+#: field -> what its value is, so how it is cleaned (a name means the same in every type).
+_KIND_OF: Final[dict[str, str]] = {
+    "event_id": _ID, "user_id": _ID, "intervention_id": _ID,
+    "message": _TEXT, "text": _TEXT, "query": _TEXT, "step": _TEXT,
+    "target": _SHORT, "field": _SHORT,
+    "page": _URL, "referrer": _URL, "url": _URL,
+    "reason": _CODE, "code": _CODE, "channel": _CODE, "direction": _CODE,
+}
 KNOWN_TYPES: Final = frozenset(_FIELDS)
+_BASE: Final = ("session_id", "type", "ts", *SERVER_FIELDS)
+# Every field name an event of a type has a rule for; anything else is "unknown".
+_KNOWN_NAMES: Final = {
+    t: frozenset((*_BASE, *_COMMON, *fields)) for t, fields in _FIELDS.items()
+}
+_COMMON_NAMES: Final = frozenset((*_BASE, *_COMMON))
 
 _TYPE_WORDS: dict[tuple[type, ...], str] = {_STR: "a string", _NUM: "a number", _INT: "an integer",
                _STR_OR_INT: "a string or an integer"}
@@ -96,7 +141,56 @@ def _is(value: Any, kinds: tuple[type, ...]) -> bool:
     return isinstance(value, kinds) and not isinstance(value, bool)
 
 
-def _check_fields(event: Event, fields: dict[str, tuple[tuple[type, ...], bool, bool]]) -> None:
+def _utf8_len(text: str) -> int:
+    # A character is at most 4 bytes: most strings need no encoding to be measured.
+    return len(text) if len(text) * 4 <= MAX_ID_BYTES else len(text.encode("utf-8", "surrogatepass"))
+
+
+def _check_time(event: Event, name: str) -> None:
+    value = event[name]
+    if isinstance(value, float) and value.is_integer():
+        event[name] = value = int(value)
+    if not _is(value, _INT):
+        raise InvalidEvent(
+            "wrong_type", f"field {name!r} must be an integer (ms since epoch), got {_type_name(value)}"
+        )
+    if not 0 <= value <= INT_MAX:
+        raise InvalidEvent("bad_value", f"field {name!r} must be 0 to 2**63-1, got {value}")
+
+
+def _check_id(name: str, value: str) -> None:
+    if _utf8_len(value) > MAX_ID_BYTES:
+        raise InvalidEvent("too_large", f"field {name!r} is over {MAX_ID_BYTES} bytes (UTF-8)")
+
+
+def _clean_url(value: str, on_scrub: OnScrub) -> str:
+    path = url_path(value, limit=len(value) * 4 + 4, keep_origin=True)
+    if len(path) > 4 * MAX_PATH_BYTES:  # bound the work; a cut segment may be half an e-mail
+        path = path[: path.rfind("/", 0, 4 * MAX_PATH_BYTES) + 1] or "/"
+        if on_scrub is not None:
+            on_scrub("truncated")
+    return clean_text(path, MAX_PATH_BYTES, on_scrub)
+
+
+def _clean(name: str, value: Any, kind: str, on_scrub: OnScrub) -> Any:
+    """A valid value of a field made safe to keep (see the kinds above)."""
+    if kind == _CODE:
+        return clean_code(value, on_scrub)
+    if isinstance(value, str):
+        if kind == _TEXT:
+            return clean_text(value, MAX_TEXT_BYTES, on_scrub)
+        if kind == _SHORT:
+            return clean_text(value, MAX_PATH_BYTES, on_scrub)
+        if kind == _URL:
+            return _clean_url(value, on_scrub)
+        if kind == _ID:
+            _check_id(name, value)
+    elif kind == _TEXT and isinstance(value, int):
+        return clean_code(value, on_scrub)  # a step number, unless it is a card number
+    return value
+
+
+def _check_fields(event: Event, fields: dict[str, Spec], on_scrub: OnScrub) -> None:
     for name, (kinds, required, nullable) in fields.items():
         if name not in event:
             if required:
@@ -112,29 +206,66 @@ def _check_fields(event: Event, fields: dict[str, tuple[tuple[type, ...], bool, 
                 "wrong_type",
                 f"field {name!r} must be {_TYPE_WORDS[kinds]}, got {_type_name(value)}",
             )
-        if isinstance(value, str) and len(value) > MAX_STRING_CHARS:
-            raise InvalidEvent("too_large", f"field {name!r} is over {MAX_STRING_CHARS} chars")
         if isinstance(value, int) and not INT_MIN <= value <= INT_MAX:
             raise InvalidEvent("bad_value", f"field {name!r} does not fit 64 bits: {value}")
+        kind = _KIND_OF.get(name)
+        if kind:
+            event[name] = _clean(name, value, kind, on_scrub)
 
 
-def url_path(url: str, limit: int = 200) -> str:
-    """A page or URL reduced to its path: query strings and fragments carry PII.
+def _too_deep(value: Any, limit: int = MAX_DEPTH) -> bool:
+    """Whether objects and arrays in ``value`` nest deeper than ``limit`` (``value``
+    itself is level 1); iterative, so no input can exhaust the stack.
 
-    >>> url_path("https://shop.example/checkout?email=a@b.c#pay")
-    '/checkout'
+    >>> _too_deep({"a": [[1]]}, 3), _too_deep({"a": [[[1]]]}, 3), _too_deep("x", 0)
+    (False, True, False)
     """
-    path = url.split("#", 1)[0].split("?", 1)[0]
-    if "://" in path:
-        path = "/" + path.split("://", 1)[1].partition("/")[2]
-    return path[:limit] or "/"
+    if not isinstance(value, dict | list):
+        return False
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        container, depth = stack.pop()
+        if depth > limit:
+            return True
+        for child in container.values() if isinstance(container, dict) else container:
+            if isinstance(child, dict | list):
+                stack.append((child, depth + 1))
+    return False
 
 
-def validate_event(obj: Any) -> Event:
-    """Check one decoded JSON value against the v1 schema and return it as an event.
+def _clean_unknown(event: Event, names: Any, on_scrub: OnScrub) -> None:
+    """Fields without a rule of their own are kept (producers may add fields), their
+    strings cleaned as free text wherever they are, their nesting bounded."""
+    stack: list[tuple[Any, int]] = [(event, 1)]
+    while stack:
+        container, depth = stack.pop()
+        keys = names if container is event else (
+            container.keys() if isinstance(container, dict) else range(len(container)))
+        for key in keys:
+            value = container[key]
+            if isinstance(value, str):
+                container[key] = clean_text(value, MAX_TEXT_BYTES, on_scrub)
+            elif isinstance(value, dict | list):
+                if depth >= MAX_DEPTH:
+                    raise InvalidEvent("too_large", f"field {_shown(key)} nests deeper than "
+                                                    f"{MAX_DEPTH} levels")
+                stack.append((value, depth + 1))
+
+
+def _shown(key: Any) -> str:
+    return repr(key) if isinstance(key, int) else repr(scrub.truncate_utf8(str(key), 40))
+
+
+def validate_event(obj: Any, on_scrub: OnScrub = None) -> Event:
+    """Check one decoded JSON value against the v1 schema and return it as an event,
+    its strings made safe to keep (in place).
 
     Unknown types pass (they are counted downstream, not rejected); known types must
-    carry their own required fields with the right JSON types.
+    carry their own required fields with the right JSON types. Free text is scrubbed
+    of personal data and cut to its byte cap (:mod:`detectors.scrub`), pages and URLs
+    lose their query and fragment, a code that is not a code becomes null; an id over
+    its cap, or nesting deeper than :data:`MAX_DEPTH`, is refused. ``on_scrub`` is
+    called with the kind of each value scrubbed, cut or dropped.
 
     >>> validate_event({"session_id": "s", "type": "search", "ts": 5, "query": "q",
     ...                 "results": 0})["results"]
@@ -143,6 +274,11 @@ def validate_event(obj: Any) -> Event:
     Traceback (most recent call last):
     ...
     detectors.errors.InvalidEvent: missing_field: http_error needs field 'status'
+    >>> e = validate_event({"session_id": "s", "type": "checkout_failed", "ts": 5,
+    ...     "reason": "declined for jo@example.com", "code": "x" * 4000,
+    ...     "page": "/checkout?email=jo@example.com#t", "note": {"why": "call +1 415 555 0134"}})
+    >>> e["reason"], e["code"], e["page"], e["note"]
+    (None, None, '/checkout', {'why': 'call [phone]'})
     """
     if not isinstance(obj, dict):
         raise InvalidEvent("not_object", f"an event must be a JSON object, got {_type_name(obj)}")
@@ -155,26 +291,25 @@ def validate_event(obj: Any) -> Event:
             raise InvalidEvent(
                 "wrong_type", f"field {name!r} must be a string, got {_type_name(value)}"
             )
-        if not value or len(value) > 256:
-            raise InvalidEvent("bad_value", f"field {name!r} must be 1 to 256 chars")
-    ts = obj["ts"]
-    if isinstance(ts, float) and ts.is_integer():
-        obj["ts"] = ts = int(ts)
-    if not _is(ts, _INT):
-        raise InvalidEvent(
-            "wrong_type", f"field 'ts' must be an integer (ms since epoch), got {_type_name(ts)}"
-        )
-    if not 0 <= ts <= INT_MAX:
-        raise InvalidEvent("bad_value", f"field 'ts' must be 0 to 2**63-1, got {ts}")
-    _check_fields(obj, _COMMON)
+        if not value:
+            raise InvalidEvent("bad_value", f"field {name!r} must not be empty")
+        _check_id(name, value)
+    _check_time(obj, "ts")
+    for name in SERVER_FIELDS:
+        if obj.get(name) is not None:
+            _check_time(obj, name)
+    _check_fields(obj, _COMMON, on_scrub)
     fields = _FIELDS.get(obj["type"])
     if fields:
-        _check_fields(obj, fields)
+        _check_fields(obj, fields, on_scrub)
+    unknown = obj.keys() - _KNOWN_NAMES.get(obj["type"], _COMMON_NAMES)
+    if unknown:
+        _clean_unknown(obj, list(unknown), on_scrub)
     return obj
 
 
 def decode_record(
-    value: bytes, key: bytes | None, *, max_bytes: int = MAX_RECORD_BYTES
+    value: bytes, key: bytes | None, *, max_bytes: int = MAX_RECORD_BYTES, on_scrub: OnScrub = None
 ) -> tuple[list[Event], list[InvalidEvent]]:
     """Decode one record: a single event object or an array of one session's events.
 
@@ -183,6 +318,10 @@ def decode_record(
     Raises :class:`InvalidEvent` when the record as a whole is unusable. When ``key``
     is given it must be the events' ``session_id``: partitioning by session is what
     keeps a session's state on one worker.
+
+    A refused element nesting deeper than :data:`MAX_DEPTH` makes the whole record
+    refused (``too_large``): an element is dead-lettered on its own, re-encoded, and
+    orjson cannot encode past 255 levels; the record's own bytes always can be kept.
     """
     if len(value) > max_bytes:
         raise InvalidEvent("too_large", f"record is {len(value)} bytes, the cap is {max_bytes}")
@@ -209,7 +348,7 @@ def decode_record(
     errors: list[InvalidEvent] = []
     for index, item in enumerate(items):
         try:
-            event = validate_event(item)
+            event = validate_event(item, on_scrub)
             if expected is not None and event["session_id"] != expected:
                 raise InvalidEvent(
                     "key_mismatch",
@@ -219,6 +358,9 @@ def decode_record(
         except InvalidEvent as exc:
             if single:
                 raise
+            if _too_deep(item):  # a refused element is re-encoded for its dead letter
+                raise InvalidEvent("too_large", f"element {index} nests deeper than "
+                                                f"{MAX_DEPTH} levels") from None
             exc.index = index
             errors.append(exc)
     return events, errors

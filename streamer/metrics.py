@@ -9,6 +9,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from detectors.events import KNOWN_TYPES, REASONS
+from detectors.scrub import KINDS as SCRUB_KINDS  # what decode-time scrubbing did to a value
 
 #: Bounded label values of the browser-side metrics (see streamer/guard.py, delivery.py).
 WEB_ENDPOINTS = ("collect", "sessions", "stream")
@@ -16,6 +17,9 @@ WEB_REASONS = (
     "origin_not_allowed", "missing_site_key", "bad_site_key", "rate_limited_client",
     "rate_limited_session", "too_large", "not_json", "not_object", "missing_token",
     "bad_token", "wrong_session", "expired_token", "too_many_streams",
+    # the hostile browser (issue 10): budgets per client, and what should never happen
+    "rate_limited_events", "rate_limited_new_sessions", "too_many_client_streams",
+    "unavailable", "internal_error",
 )
 FEED_OUTCOMES = ("fanned_out", "holdout", "duplicate", "invalid")
 DISCONNECT_REASONS = ("client_gone", "slow", "replaced", "shutdown")
@@ -153,6 +157,13 @@ class Metrics:
             "From the intervention record's Kafka timestamp to its write to a browser.",
             buckets=LATENCY_BUCKETS, registry=r,
         )
+        self.scrubbed = Counter(
+            "frictionwatch_scrubbed",
+            "Values cleaned at decoding, by kind: personal data replaced (email, card, phone, "
+            "token), free text cut to its byte cap (truncated), codes dropped (code_dropped).",
+            ["kind"], registry=r,
+        )
+        self.scrubbed_by_kind = {k: self.scrubbed.labels(k) for k in SCRUB_KINDS}
         for endpoint in WEB_ENDPOINTS:
             for reason in WEB_REASONS:
                 self.web_rejections.labels(endpoint, reason)
@@ -186,3 +197,7 @@ class Metrics:
 
     def count_event(self, kind: str) -> None:
         (self.events_by_type.get(kind) or self.events_by_type["other"]).inc()
+
+    def count_scrub(self, kind: str) -> None:
+        """An ``on_scrub`` callback for :func:`detectors.events.decode_record`."""
+        self.scrubbed_by_kind[kind].inc()

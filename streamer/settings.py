@@ -83,6 +83,18 @@ class Settings:
     rate_client_burst: float = setting(100.0, low=1, high=1e6, doc="request burst per client")
     rate_session_per_s: float = setting(20.0, low=0.001, high=1e6, doc="events/s per session")
     rate_session_burst: float = setting(200.0, low=1, high=1e6, doc="event burst per session")
+    rate_client_events_per_s: float = setting(200.0, low=0.001, high=1e6,
+                                              doc="events/s per client (all its sessions)")
+    rate_client_events_burst: float = setting(1000.0, low=1, high=1e6,
+                                              doc="event burst per client")
+    new_sessions_per_min: float = setting(
+        30.0, low=0.01, high=1e6,
+        doc="new sessions a client may start per minute (also the burst)")
+    collect_requires_token: bool = setting(
+        True, doc="collect only events whose session's token comes with them (false: any "
+                  "session id, for backends that cannot hold tokens)")
+    sse_streams_per_client: int = setting(20, low=1, high=100_000,
+                                          doc="open intervention streams per client address")
     # -- webhook sink: handoffs (and incidents) POSTed to helpdesks; streamer/sinks/webhook.py
     webhook_urls: str = setting("", doc="URLs each handoff is POSTed to, comma-separated (empty: off)")
     #: HMAC-SHA256 key of the X-FW-Signature header; required when webhook_urls is set.

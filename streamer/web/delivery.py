@@ -13,7 +13,10 @@ connected to it.
   ``Last-Event-ID`` only what came after that id. The SDK drops ids it has shown.
 - Each stream has a bounded backlog; a client that cannot keep up is disconnected
   (its EventSource reconnects and catches up from the replay buffer), never waited
-  for. Streams per session and in total are capped too.
+  for. Streams per session, per client address and in total are capped too.
+- A browser gets a bounded view of a record (:func:`browser_view`): ids that must be
+  machine words, a capped message and summary, detector names; never evidence, risk
+  or the agent's context. A record that does not fit is not sent (``invalid``).
 
 >>> import asyncio, orjson
 >>> from streamer.metrics import Metrics
@@ -48,30 +51,60 @@ import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
+from detectors.scrub import CODE_RE, clean_text
 from streamer.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
 #: What the browser gets of a record: no risk score, no evidence, no agent context.
 BROWSER_FIELDS = ("intervention_id", "session_id", "kind", "ts", "message")
+KINDS = ("nudge", "handoff")
+#: Bounds of what goes to a browser, in UTF-8 bytes: a frame stays well under 2 KB
+#: whatever a record holds (interventions are read from a topic anyone with Kafka
+#: access can write to).
+MAX_MESSAGE_BYTES = 512
+MAX_SUMMARY_BYTES = 256
+MAX_REASONS = 12
 
 
-def browser_view(record: dict[str, Any]) -> dict[str, Any]:
-    """The part of an intervention record a customer's browser may see.
+def browser_view(record: dict[str, Any]) -> dict[str, Any] | None:
+    """The part of an intervention record a customer's browser may see, bounded; None
+    if the record is not fit to send (ids that are not machine words, an unknown kind).
 
     Reasons become detector names only (evidence holds selectors and error texts); a
     handoff carries the id a human agent looks the case up by (``context_id``: the
     intervention id, the key of the full context on the interventions topic) and the
     one-line summary, not the context itself.
+
+    >>> view = browser_view({"intervention_id": "i1", "session_id": "s1", "kind": "handoff",
+    ...     "ts": 1, "message": "Help? " * 1000, "reasons": [{"detector": "checkout_failure"}],
+    ...     "context": {"summary": "3 failed payment(s) (" + "x" * 4000 + ")"}})
+    >>> len(view["message"]), view["summary"], view["reasons"]
+    (512, '3 failed payment(s)', ['checkout_failure'])
+    >>> browser_view({"intervention_id": "i1\\nevent: x", "session_id": "s1", "kind": "nudge"})
     """
-    view = {k: record[k] for k in BROWSER_FIELDS if k in record}
-    view["reasons"] = [r.get("detector") for r in record.get("reasons") or []
-                       if isinstance(r, dict)]
-    if record.get("kind") == "handoff":
-        view["context_id"] = record["intervention_id"]
+    iid, kind = record.get("intervention_id"), record.get("kind")
+    if not isinstance(iid, str) or not CODE_RE.fullmatch(iid) or kind not in KINDS:
+        return None
+    view: dict[str, Any] = {"intervention_id": iid, "session_id": record.get("session_id"),
+                            "kind": kind}
+    ts = record.get("ts")
+    if isinstance(ts, int) and not isinstance(ts, bool):
+        view["ts"] = ts
+    message = record.get("message")
+    if isinstance(message, str):
+        view["message"] = clean_text(message, MAX_MESSAGE_BYTES)
+    reasons = record.get("reasons")
+    view["reasons"] = [
+        r["detector"] for r in (reasons if isinstance(reasons, list) else [])[:MAX_REASONS]
+        if isinstance(r, dict) and isinstance(r.get("detector"), str)
+        and CODE_RE.fullmatch(r["detector"])
+    ]
+    if kind == "handoff":
+        view["context_id"] = iid
         context = record.get("context")
         if isinstance(context, dict) and isinstance(context.get("summary"), str):
-            view["summary"] = context["summary"]
+            view["summary"] = clean_text(context["summary"], MAX_SUMMARY_BYTES)
     return view
 
 
@@ -83,10 +116,11 @@ def sse_frame(event: str, data: bytes, event_id: str | None = None) -> bytes:
 class Subscriber:
     """One connected stream: a bounded backlog of frames and a wake-up flag."""
 
-    __slots__ = ("session_id", "limit", "frames", "wakeup", "closed")
+    __slots__ = ("session_id", "client", "limit", "frames", "wakeup", "closed")
 
-    def __init__(self, session_id: str, limit: int) -> None:
+    def __init__(self, session_id: str, limit: int, client: str = "") -> None:
         self.session_id = session_id
+        self.client = client
         self.limit = limit
         self.frames: deque[bytes] = deque()
         self.wakeup = asyncio.Event()
@@ -145,6 +179,7 @@ class Fanout:
         self.clock = clock
         self.streams = 0
         self._subscribers: dict[str, list[Subscriber]] = {}
+        self._per_client: dict[str, int] = {}
         # session id -> recent (intervention id, monotonic time, frame); LRU-bounded.
         self._recent: OrderedDict[str, deque[tuple[str, float, bytes]]] = OrderedDict()
 
@@ -164,10 +199,13 @@ class Fanout:
             return "invalid"
         if record.get("delivered") is not True:
             return "holdout"
+        view = browser_view(record)
+        if view is None:
+            return "invalid"
         recent = self._recent.get(session_id)
         if recent is not None and any(i == intervention_id for i, _, _ in recent):
             return "duplicate"  # at-least-once upstream, or two workers' copies
-        frame = sse_frame("intervention", orjson.dumps(browser_view(record)), intervention_id)
+        frame = sse_frame("intervention", orjson.dumps(view), intervention_id)
         if recent is None:
             recent = self._recent[session_id] = deque(maxlen=self.replay_per_session)
         recent.append((intervention_id, self.clock(), frame))
@@ -184,15 +222,21 @@ class Fanout:
     def full(self) -> bool:
         return self.streams >= self.max_streams
 
-    def subscribe(self, session_id: str, last_event_id: str | None) -> tuple[Subscriber, list[bytes]]:
+    def client_streams(self, client: str) -> int:
+        """Streams open for one client address (the per-client cap is the caller's)."""
+        return self._per_client.get(client, 0)
+
+    def subscribe(self, session_id: str, last_event_id: str | None,
+                  client: str = "") -> tuple[Subscriber, list[bytes]]:
         """A new stream and the recent frames it has not seen (oldest first).
 
         Runs without awaiting, so no record can fall between the backlog and the stream.
         """
-        subscriber = Subscriber(session_id, self.backlog)
+        subscriber = Subscriber(session_id, self.backlog, client)
         streams = self._subscribers.setdefault(session_id, [])
         streams.append(subscriber)
         self.streams += 1
+        self._per_client[client] = self._per_client.get(client, 0) + 1
         self.metrics.sse_clients.inc()
         while len(streams) > self.max_streams_per_session:
             streams[0].close("replaced")  # a reload's old stream, probably already gone
@@ -212,6 +256,11 @@ class Fanout:
         if not streams:
             del self._subscribers[subscriber.session_id]
         self.streams -= 1
+        left = self._per_client.get(subscriber.client, 0) - 1
+        if left > 0:
+            self._per_client[subscriber.client] = left
+        else:
+            self._per_client.pop(subscriber.client, None)
         self.metrics.sse_clients.dec()
         if subscriber.closed is not None:
             self.metrics.sse_disconnects.labels(subscriber.closed).inc()

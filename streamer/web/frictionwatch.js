@@ -7,7 +7,7 @@
  * reactionMs (3000), onIntervention(intervention, actions) to show interventions
  * yourself instead of the default nudge and banner.
  * API: init, track(type, props), requestHelp(channel), show(intervention), flush(),
- * sessionId(), debug().
+ * sessionId(), debug(), scrub(text).
  *
  * Captured: page views (SPA history too), clicks (x, y, a stable selector, short
  * text, reaction_ms: ms to the page's first DOM change after the click, null if
@@ -17,7 +17,12 @@
  * reaction_ms: how long it lasted) by the next click, and skipped (0) from the third
  * click of a rapid burst on one spot on: a rage burst is reported at once.
  * Privacy: typed values are never read; text inside [data-fw-mask] is sent as
- * "[masked]"; nothing inside [data-fw-ignore] is captured; URLs lose their query.
+ * "[masked]"; nothing inside [data-fw-ignore] is captured; URLs lose their query;
+ * error messages and click text are scrubbed of e-mail addresses, card and phone
+ * numbers and tokens before they leave the page (scrub: the patterns of the server's
+ * detectors/scrub.py, which scrubs everything again).
+ * Each beacon carries the session's token: the worker accepts events only for the
+ * sessions it issued (POST /v1/sessions).
  */
 (function (win, doc) {
   'use strict';
@@ -31,6 +36,8 @@
   var pending = [], observer = null, es = null, retryMs = 1000, renewTimer = null;
   var lastPath = null, errors = 0, lastY = 0, scrollTimer = null, root = null, live = null;
   var nudge = null, returnFocus = null, acquiring = false, waiting = [], lastClick = null;
+  var streamSid = null, tokenRetries = 0;
+  var TOKEN_ERRORS = {missing_token: 1, expired_token: 1, bad_token: 1, wrong_session: 1};
   var stats = {sent: 0, dropped: 0, received: 0, shown: 0, skipped: 0, connected: false};
   var origFetch = win.fetch;
 
@@ -51,6 +58,77 @@
       return (u.origin === location.origin ? '' : u.origin) + u.pathname;
     } catch (e) { return String(url).split(/[?#]/)[0]; }
   }
+  // -- personal data out: the patterns of detectors/scrub.py (read the reasons there) --
+  var PARAM = /([?#&;][A-Za-z0-9_.%+-]{1,64}=)(?!\[token\])[^\s&#;"'<>\])}]+/g;
+  var JWT = /eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*/g;
+  var SECRET = /[A-Za-z0-9_-]{32,}/g;
+  var EMAIL = (function () {
+    var w = '\\p{L}\\p{N}_';
+    try {  // Unicode letters where the browser knows them (as Python's \w does)
+      return new RegExp('(^|[^' + w + '.%+-])([' + w + '.%+-]+(?:@|%40)[' + w + '-]+(?:\\.[' + w +
+        '-]+)*\\.\\p{L}{2,})(?![' + w + '-])', 'gu');
+    } catch (e) {
+      return /(^|[^\w.%+-])([\w.%+-]+(?:@|%40)[\w-]+(?:\.[\w-]+)*\.[A-Za-z]{2,})(?![\w-])/g;
+    }
+  })();
+  var CARD = /(^|[^0-9+])([0-9]+(?:[ -][0-9]+)*)/g;
+  var PHONE = new RegExp('(^|[^A-Za-z0-9_+])(\\+[0-9](?:[ .()/-]{0,2}[0-9]){6,14}' +
+    '|\\(?0[0-9]{1,4}\\)?[ /-][0-9]{2,8}(?:[ -][0-9]{2,8}){0,3}' +
+    '|\\(?[0-9]{3}\\)?[ .-][0-9]{3}[ .-][0-9]{4})(?![A-Za-z0-9_])', 'g');
+  function digitsIn(s) { return (s.match(/[0-9]/g) || []).length; }
+  function luhn(d) {
+    var sum = 0;
+    for (var i = 0; i < d.length; i++) {
+      var n = d.charCodeAt(d.length - 1 - i) - 48;
+      if (i % 2) n = n > 4 ? n * 2 - 9 : n * 2;
+      sum += n;
+    }
+    return sum % 10 === 0;
+  }
+  function scrub(text) {
+    text = String(text);
+    var digits = digitsIn(text);
+    if (text.indexOf('=') >= 0) text = text.replace(PARAM, '$1[token]');
+    if (text.indexOf('eyJ') >= 0) text = text.replace(JWT, '[token]');
+    if (digits && text.length >= 32) {
+      text = text.replace(SECRET, function (run) {
+        return /[0-9]/.test(run) && /[A-Za-z]/.test(run) ? '[token]' : run;
+      });
+    }
+    if (text.indexOf('@') >= 0 || text.indexOf('%40') >= 0) text = text.replace(EMAIL, '$1[email]');
+    if (digits >= 13) {
+      text = text.replace(CARD, function (m, pre, run) {
+        if (run.length < 13) return m;
+        var groups = [], re = /[0-9]+/g, g, out = '', done = 0, first = 0;
+        while ((g = re.exec(run))) groups.push([g.index, g.index + g[0].length]);
+        while (first < groups.length) {  // each longest run of whole groups that is a card
+          var digits = '', last = -1;
+          for (var i = first; i < groups.length; i++) {
+            digits += run.slice(groups[i][0], groups[i][1]);
+            if (digits.length > 19) break;
+            if (digits.length >= 13 && luhn(digits)) last = i;
+          }
+          if (last < 0) { first++; continue; }
+          out += run.slice(done, groups[first][0]) + '[card]';
+          done = groups[last][1];
+          first = last + 1;
+        }
+        return pre + (out ? out + run.slice(done) : run);
+      });
+    }
+    if (digits >= 7) {
+      text = text.replace(PHONE, function (m, pre, run) {
+        var n = digitsIn(run);
+        return n >= 7 && n <= 15 ? pre + '[phone]' : m;
+      });
+    }
+    return text;
+  }
+  function message(value) {  // scrubbed first: a cut card number is no longer found
+    var m = String(value);
+    return scrub(m.length > 1200 ? m.slice(0, 1200) : m).slice(0, 300);
+  }
+
   function ours(url) { return cfg && String(url).indexOf(cfg.endpoint + '/v1/') === 0; }
   function inside(el, attr) { return !!(el && el.closest && el.closest('[' + attr + ']')); }
   function ignored(el) { return inside(el, 'data-fw-ignore') || inside(el, 'data-fw-ui'); }
@@ -87,7 +165,8 @@
     if (!batch.length) return;
     queue = rest;
     for (i = 0; i < batch.length; i++) batch[i].session_id = session.id;
-    var body = {site_key: cfg.siteKey, events: batch};
+    // The token in the body, not a header: sendBeacon cannot set headers.
+    var body = {site_key: cfg.siteKey, token: session.token, events: batch};
     if (beacon && navigator.sendBeacon) {
       var blob = new Blob([JSON.stringify(body)], {type: 'text/plain'});
       if (navigator.sendBeacon(cfg.endpoint + '/v1/collect', blob)) {
@@ -100,11 +179,23 @@
       sending = false;
       if (res.status === 202) {
         stats.sent += batch.length;
+        tokenRetries = 0;
       } else if (res.status === 429 || res.status >= 500) {
         queue = batch.concat(queue);  // nothing accepted: all of it again, later
         pauseUntil = now() + retryAfter(res, 2000);
         setTimeout(flush, pauseUntil - now() + 10);
         return;
+      } else if ((res.status === 401 || res.status === 403) && tokenRetries < 3) {
+        return res.json().then(function (a) { return a && a.error; }, function () { return null; })
+          .then(function (reason) {
+            if (!TOKEN_ERRORS[reason]) {
+              stats.dropped += batch.length;
+              return;
+            }
+            tokenRetries++;  // the token expired or this worker does not know it: renew
+            queue = batch.concat(queue);
+            ensureSession(function () { if (streamSid !== session.id) connect(); flush(); }, true);
+          });
       } else {
         stats.dropped += batch.length;  // refused for good (400/403/413): retrying won't help
         if (win.console) console.warn('frictionwatch: events refused', res.status);
@@ -158,6 +249,7 @@
   function connect() {
     if (!session || !win.EventSource) return;
     if (es) es.close();
+    streamSid = session.id;
     var source = es = new EventSource(cfg.endpoint + '/v1/sessions/' +
       encodeURIComponent(session.id) + '/interventions?token=' + encodeURIComponent(session.token));
     source.addEventListener('ready', function () { stats.connected = true; retryMs = 1000; });
@@ -334,7 +426,7 @@
     if (/^(INPUT|TEXTAREA|SELECT)$/.test(node.tagName) || node.isContentEditable) return null;
     if (inside(node, 'data-fw-mask')) return '[masked]';
     var t = (node.innerText || node.textContent || node.getAttribute('aria-label') || '').replace(/\s+/g, ' ').trim();
-    return t ? t.slice(0, 40) : null;
+    return t ? scrub(t.slice(0, 200)).slice(0, 40) : null;
   }
 
   function settle(p, reaction, cut) {
@@ -414,12 +506,12 @@
   function onError(ev) {
     if (ev.target && ev.target !== win && ev.target.nodeType === 1) return;  // a failed <img> etc.
     if (errors++ >= MAX_ERRORS) return;
-    emit('js_error', {message: String(ev.message || 'error').slice(0, 300)});
+    emit('js_error', {message: message(ev.message || 'error')});
   }
   function onRejection(ev) {
     if (errors++ >= MAX_ERRORS) return;
     var r = ev.reason;
-    emit('js_error', {message: String((r && r.message) || r || 'unhandled rejection').slice(0, 300)});
+    emit('js_error', {message: message((r && r.message) || r || 'unhandled rejection')});
   }
   function httpError(url, status) {
     if (ours(url)) return;
@@ -521,6 +613,7 @@
     show: show,
     flush: function () { flush(); },
     sessionId: function () { return session && session.id; },
+    scrub: scrub,
     debug: function () {
       var copy = {queued: queue.length, pending: pending.length, session: session && session.id};
       for (var k in stats) copy[k] = stats[k];

@@ -32,6 +32,10 @@ class TokenBuckets:
     def __len__(self) -> int:
         return len(self._buckets)
 
+    def __contains__(self, key: object) -> bool:
+        """Whether ``key`` has a bucket (was charged lately; evicted keys are new again)."""
+        return key in self._buckets
+
     def _level(self, key: str, now: float) -> float:
         tokens, at = self._buckets.get(key, (self.burst, now))
         return min(self.burst, tokens + max(0.0, now - at) * self.rate)

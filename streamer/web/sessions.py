@@ -2,7 +2,9 @@
 ``GET /v1/sessions/{id}/interventions`` streams that session's interventions (SSE).
 
 Sessions are created by the server, never chosen by a client; the token (see
-:mod:`streamer.web.tokens`) proves which session a browser holds.
+:mod:`streamer.web.tokens`) proves which session a browser holds. A client may start
+only so many sessions a minute (``FW_NEW_SESSIONS_PER_MIN``) and hold only so many
+streams open (``FW_SSE_STREAMS_PER_CLIENT``).
 """
 
 from __future__ import annotations
@@ -43,18 +45,28 @@ def register(app: faust.App, metrics: Metrics, guard: Guard, fanout: Fanout) -> 
             caller = http.admit(guard, request)
             if caller.refusal:
                 return http.refuse(self, metrics, "sessions", caller.refusal, caller.cors)
-            body = await request.read()
             try:
-                asked = _read_body(body)
-                refusal = guard.check_site_key(
-                    request.headers.get(SITE_KEY_HEADER) or request.query.get("site_key")
-                    or asked.get("site_key"))
-                if refusal:
-                    raise _Refused(refusal)
-                session_id, kind = _session_of(guard, asked)
+                return await self._issue(request, caller)
             except (_Refused, TokenError) as exc:
                 refusal_ = exc.refusal if isinstance(exc, _Refused) else exc
                 return http.refuse(self, metrics, "sessions", refusal_, caller.cors)
+            except Exception as exc:  # noqa: BLE001 - the answer is still JSON, and counted
+                return http.refuse(self, metrics, "sessions", http.unexpected("sessions", exc),
+                                   caller.cors)
+
+        async def _issue(self, request: Request, caller: http.Caller) -> Response:
+            body = await request.read()
+            asked = _read_body(body)
+            refusal = guard.check_site_key(
+                request.headers.get(SITE_KEY_HEADER) or request.query.get("site_key")
+                or asked.get("site_key"))
+            if refusal:
+                raise _Refused(refusal)
+            session_id, kind = _session_of(guard, asked)
+            if kind == "new":
+                refusal = guard.check_new_session(caller.client)
+                if refusal:
+                    raise _Refused(refusal)
             token = guard.signer.issue(session_id)
             metrics.session_tokens.labels(kind).inc()
             return self.json(
@@ -77,11 +89,16 @@ def register(app: faust.App, metrics: Metrics, guard: Guard, fanout: Fanout) -> 
                 guard.signer.verify(token, session_id)
             except TokenError as exc:
                 return http.refuse(self, metrics, "stream", exc, caller.cors)
+            if fanout.client_streams(caller.client) >= guard.streams_per_client:
+                return http.refuse(self, metrics, "stream", Refusal(
+                    429, "too_many_client_streams",
+                    f"{caller.client} has {guard.streams_per_client} streams open; close one",
+                    {"Retry-After": "5"}), caller.cors)
             if fanout.full():
                 return http.refuse(self, metrics, "stream", Refusal(
                     503, "too_many_streams", "this worker has no room for another stream",
                     {"Retry-After": "5"}), caller.cors)
-            return await _stream(request, session_id, caller.cors, fanout, metrics)
+            return await _stream(request, session_id, caller, fanout, metrics)
 
 
 class _Refused(Exception):
@@ -107,13 +124,17 @@ def _session_of(guard: Guard, asked: dict[str, Any]) -> tuple[str, str]:
     session_id = asked.get("session_id")
     if session_id is None:
         return new_session_id(), "new"
-    guard.signer.verify(asked.get("token"), str(session_id), grace_s=guard.signer.ttl_s)
-    return str(session_id), "renewed"
+    if not isinstance(session_id, str):
+        raise TokenError(403, "wrong_session", "session_id must be a string")
+    guard.signer.verify(asked.get("token"), session_id, grace_s=guard.signer.ttl_s)
+    return session_id, "renewed"
 
 
-async def _stream(request: Request, session_id: str, cors: dict[str, str], fanout: Fanout,
+async def _stream(request: Request, session_id: str, caller: http.Caller, fanout: Fanout,
                   metrics: Metrics) -> aioweb.StreamResponse:
-    subscriber, backlog = fanout.subscribe(session_id, request.headers.get("Last-Event-ID"))
+    cors = caller.cors
+    subscriber, backlog = fanout.subscribe(session_id, request.headers.get("Last-Event-ID"),
+                                           client=caller.client)
     response = aioweb.StreamResponse(status=200, headers={
         **cors, "Content-Type": "text/event-stream", "Cache-Control": "no-cache, no-store",
         "X-Accel-Buffering": "no",

@@ -143,8 +143,11 @@ def _feed(worker: WorkerProcess) -> None:
     records = simulate.interleave(sessions)
     before = worker.metric("frictionwatch_records_total")
     asyncio.run(produce(worker.settings.bootstrap_servers, records))
-    beacon = orjson.dumps([{"session_id": "promql-live", "type": "page_view", "ts": BASE_TS,
-                            "page": "/"}])
+    request = urllib.request.Request(f"{worker.web}/v1/sessions", data=b"{}", method="POST")
+    with urllib.request.urlopen(request, timeout=10) as resp:
+        session = orjson.loads(resp.read())
+    beacon = orjson.dumps({"token": session["token"], "events": [
+        {"session_id": session["session_id"], "type": "page_view", "ts": BASE_TS, "page": "/"}]})
     request = urllib.request.Request(f"{worker.web}/v1/collect", data=beacon, method="POST",
                                      headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(request, timeout=10) as resp:

@@ -69,7 +69,7 @@ def test_examples_pass_both_validators(example: dict[str, Any]) -> None:
 def test_schema_names_every_field_of_the_table() -> None:
     """Every field the validator knows appears in the schema, so the two cannot drift."""
     text = SCHEMA_PATH.read_text()
-    for fields in [*events._FIELDS.values(), events._COMMON]:
+    for fields in [*events._FIELDS.values(), events._COMMON, events.SERVER_FIELDS]:
         for name in fields:
             assert f'"{name}"' in text, name
 
@@ -93,8 +93,18 @@ EDGES: list[tuple[str, Any, bool]] = [
     ("type null", {"session_id": "s", "type": None, "ts": 1}, False),
     ("user_id null", event_factory(user_id=None), True),
     ("user_id int", event_factory(user_id=7), False),
-    ("page too long", event_factory(page=LONG + "x"), False),
+    # Free text is cut to its byte cap, never refused for its length; ids are refused.
+    ("page far over its cap", event_factory(page=LONG + "x"), True),
     ("page at cap", event_factory(page=LONG), True),
+    ("event_id 256", event_factory(event_id="e" * 256), True),
+    ("event_id 257", event_factory(event_id="e" * 257), False),
+    ("user_id 257", event_factory(user_id="u" * 257), False),
+    ("intervention id 257", event_factory("intervention_shown", intervention_id="i" * 257), False),
+    ("received_at", event_factory(received_at=1_767_225_600_000), True),
+    ("received_at null", event_factory(received_at=None), True),
+    ("received_at negative", event_factory(received_at=-1), False),
+    ("received_at string", event_factory(received_at="now"), False),
+    ("received_at float integral", event_factory(received_at=5.0), True),
     ("page_view page null", event_factory("page_view", page=None), False),
     ("page_view no page", event_factory("page_view"), False),
     ("click minimal", event_factory("click", x=1, y=2.5, target="#a"), True),
@@ -107,7 +117,10 @@ EDGES: list[tuple[str, Any, bool]] = [
     ("checkout code int", event_factory("checkout_failed", code=51), True),
     ("checkout code float integral", event_factory("checkout_failed", code=51.0), True),
     ("checkout code float", event_factory("checkout_failed", code=5.1), False),
-    ("checkout code too long", event_factory("checkout_failed", code=LONG + "x"), False),
+    ("checkout code too long: dropped", event_factory("checkout_failed", code=LONG + "x"), True),
+    ("checkout reason prose: dropped", event_factory("checkout_failed", reason="a b"), True),
+    ("checkout reason int", event_factory("checkout_failed", reason=5), False),
+    ("help channel list", event_factory("help_request", channel=["chat"]), False),
     ("checkout step list", event_factory("checkout_attempt", step=[1]), False),
     ("purchase value null", event_factory("purchase", value=None), True),
     ("intervention id missing", event_factory("intervention_shown"), False),
@@ -123,7 +136,9 @@ def test_edges_agree(obj: Any, valid: bool) -> None:
 
 # -- property: the schema and the validator agree on arbitrary objects ----------------
 
-_ALL_FIELDS = sorted({n for table in events._FIELDS.values() for n in table} | set(events._COMMON))
+_ALL_FIELDS = sorted({n for table in events._FIELDS.values() for n in table} | set(events._COMMON)
+                     | set(events.SERVER_FIELDS))
+_SERVER_SPEC = ((int,), False, True)
 _text = st.one_of(
     st.text(max_size=8),
     st.sampled_from([0, 1, 255, 256, 257, MAX_STRING_CHARS, MAX_STRING_CHARS + 1]).map("a".__mul__),
@@ -144,7 +159,8 @@ _OF_KIND = {str: _text, int: st.one_of(_int, _integral_float), float: _number}
 
 def _draw_value(draw: st.DrawFn, name: str, type_: str) -> Any:
     """Mostly a value of the field's own JSON type (or null), sometimes anything."""
-    spec = events._FIELDS.get(type_, {}).get(name) or events._COMMON.get(name)
+    spec = (events._FIELDS.get(type_, {}).get(name) or events._COMMON.get(name)
+            or (_SERVER_SPEC if name in events.SERVER_FIELDS else None))
     choice = draw(st.integers(0, 9))
     if spec is None or choice == 0:
         return draw(_json)
@@ -167,7 +183,7 @@ def event_like(draw: st.DrawFn, type_: str) -> Any:
         choice = draw(st.integers(0, 15))
         if choice:
             obj[name] = draw(right if choice > 1 else wrong)
-    names = [*events._FIELDS.get(type_, {}), *events._COMMON]
+    names = [*events._FIELDS.get(type_, {}), *events._COMMON, *events.SERVER_FIELDS]
     names = [n for n in names if draw(st.integers(0, 3))]  # each usually present
     names += draw(st.lists(st.sampled_from(_ALL_FIELDS), max_size=2))  # other types' fields
     for name in names:
@@ -217,7 +233,8 @@ def test_every_field_against_every_kind_of_value() -> None:
     """Each field of each type's example, replaced by each probe: both must agree."""
     disagreements = []
     for example in SCHEMA["examples"]:
-        extra = {*events._FIELDS[example["type"]], *events._COMMON, "brand_new_field"}
+        extra = {*events._FIELDS[example["type"]], *events._COMMON, *events.SERVER_FIELDS,
+                 "brand_new_field"}
         for name in sorted(set(example) | extra):
             for probe in _PROBES:
                 obj = {k: v for k, v in example.items() if k != name}

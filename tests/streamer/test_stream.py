@@ -162,8 +162,8 @@ def test_metrics_pass_promtool(worker: WorkerProcess) -> None:
     assert result.returncode == 0, result.stdout.decode() + result.stderr.decode()
 
 
-def _post(worker: WorkerProcess, body: bytes) -> tuple[int, dict]:
-    request = urllib.request.Request(f"{worker.web}/v1/collect", data=body, method="POST",
+def _post(worker: WorkerProcess, body: bytes, path: str = "/v1/collect") -> tuple[int, dict]:
+    request = urllib.request.Request(f"{worker.web}{path}", data=body, method="POST",
                                      headers={"Content-Type": "application/json"})
     try:
         with urllib.request.urlopen(request, timeout=10) as resp:
@@ -173,12 +173,15 @@ def _post(worker: WorkerProcess, body: bytes) -> tuple[int, dict]:
 
 
 def test_collect_endpoint(worker: WorkerProcess) -> None:
-    sid = "http-1"
-    body = orjson.dumps([
+    # Events are collected only for sessions the server issued, with their token.
+    status, session = _post(worker, b"{}", "/v1/sessions")
+    assert status == 201
+    sid = session["session_id"]
+    body = orjson.dumps({"token": session["token"], "events": [
         {"session_id": sid, "type": "page_view", "ts": BASE_TS, "page": "/"},
         {"session_id": sid, "type": "click", "ts": BASE_TS + 5},  # no x, y, target
         {"session_id": sid, "type": "help_request", "ts": BASE_TS + 10},
-    ])
+    ]})
     status, answer = _post(worker, body)
     assert status == 202
     assert answer["accepted"] == 2 and answer["rejected"] == 1
