@@ -32,7 +32,7 @@ from typing import Any, ClassVar
 
 from detectors.base import DetectorSettings, Signal, rising_edge
 from detectors.config import setting
-from detectors.events import Event
+from detectors.events import Event, url_path
 
 MAX_PATH = 200
 
@@ -52,14 +52,14 @@ class ExcessiveScroll(DetectorSettings):
         kind = event["type"]
         if kind == "page_view":
             state.clear()
-            state["page"] = str(event["page"])[:MAX_PATH]
+            state["page"] = url_path(str(event["page"]), MAX_PATH)
             return None
         if kind != "scroll":
             return None
         page = event.get("page")
-        if isinstance(page, str) and page[:MAX_PATH] != state.get("page"):
+        if isinstance(page, str) and url_path(page, MAX_PATH) != state.get("page"):
             state.clear()
-            state["page"] = page[:MAX_PATH]
+            state["page"] = url_path(page, MAX_PATH)
         ts, y = event["ts"], event["y"]
         turns = [t for t in state.get("turns", []) if 0 <= ts - t <= self.window_ms]
         direction = state.get("dir", 0)  # of the current run: 1 down, -1 up, 0 not yet
@@ -81,6 +81,6 @@ class ExcessiveScroll(DetectorSettings):
             evidence={
                 "reversals": len(state["turns"]),
                 "span_ms": ts - state["turns"][0],
-                "page": (state.get("page") or "").split("?", 1)[0],
+                "page": state.get("page") or "/",
             },
         )

@@ -35,6 +35,7 @@ from typing import Any, ClassVar, Final
 
 from detectors.config import build, check, setting
 from detectors.errors import ConfigError
+from detectors.scrub import url_path
 
 OTHER: Final = "other"
 #: The label set is the patterns plus "other": keep it small enough for Prometheus.
@@ -66,10 +67,7 @@ def segments(page: str) -> list[str]:
     >>> segments("HTTPS://x.example//a/B/?q=1#top")
     ['a', 'b']
     """
-    path = page.split("#", 1)[0].split("?", 1)[0]
-    if "://" in path:
-        path = path.split("://", 1)[1].partition("/")[2]
-    return [s for s in path.lower().split("/") if s]
+    return [s for s in url_path(page, 1024).lower().split("/") if s]
 
 
 @dataclass
