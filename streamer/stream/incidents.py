@@ -246,8 +246,9 @@ class IncidentFeed:
     (:meth:`~streamer.stream.pipeline.Produced.observations`: signals at server time).
 
     Observations go straight to the repartition topic, one record per incident key per
-    batch (more when they pass :data:`MAX_FEED_RECORD_BYTES`): reading ``frictionwatch.signals`` back would cost Faust's ~200 us per signal
-    a second time, for records this worker has just written.
+    batch (more when they pass :data:`MAX_FEED_RECORD_BYTES`): reading
+    ``frictionwatch.signals`` back would cost Faust's ~200 us per signal a second time,
+    for records this worker has just written.
     """
 
     def __init__(self, detector: IncidentDetector, topic: faust.TopicT) -> None:
