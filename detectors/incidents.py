@@ -9,7 +9,11 @@ failure, source)``: ``failure`` is the signal's detector, ``route`` the normaliz
 times counts once: incidents are about how many customers are affected.
 
 Each key ``(route, failure)`` has its own small state (a JSON dict, bounded in size);
-time is the observations' ``ts`` and nothing else. What the state remembers, per key:
+time is the observations' ``ts`` and nothing else. Callers pass the fleet's clock there
+(the server's receive time of the event behind the signal, see
+:mod:`streamer.stream.pipeline`), never a browser's ``ts``: one far-future time would
+move a key's clock past every real observation, and a fast clock would end the learning
+period early. What the state remembers, per key:
 
 - ``short``: affected sessions, exponentially decayed with time constant ``short_ms``
   (about "sessions in the last minute");

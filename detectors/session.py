@@ -16,6 +16,7 @@ processor and ``frictionwatch replay`` both call it, so they cannot disagree.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Final
@@ -35,7 +36,30 @@ MAX_PAGES = 12
 MAX_ERRORS = 8
 MAX_SIGNALS = 12
 MAX_SEEN_IDS = 64
+#: Every string the state stores (pages, error details, checkout step, codes, reasons),
+#: in UTF-8 bytes: bytes, not characters, are what fill a changelog record.
 MAX_TEXT = 200
+#: A signal's evidence goes into the state, the signal record, the intervention's
+#: reasons and the handoff context: every string in it is cut to MAX_EVIDENCE_BYTES of
+#: UTF-8 (keys to MAX_EVIDENCE_KEY_BYTES), each dict or list to MAX_EVIDENCE_ITEMS
+#: entries, MAX_EVIDENCE_DEPTH levels, and the whole to MAX_EVIDENCE_TOTAL serialized.
+MAX_EVIDENCE_BYTES = 200
+MAX_EVIDENCE_KEY_BYTES = 40
+MAX_EVIDENCE_ITEMS = 16
+MAX_EVIDENCE_DEPTH = 3
+MAX_EVIDENCE_TOTAL = 2048
+#: The handoff summary, in UTF-8 bytes: it is shown to people.
+MAX_SUMMARY_BYTES = 300
+#: The whole handoff context, serialized (oldest signals, errors, pages dropped first).
+MAX_CONTEXT_BYTES = 8 * 1024
+#: A session's stored state, serialized: the default budget of :meth:`SessionState.encode`
+#: (setting ``state_max_bytes``). Far below Kafka's 1 MB record limit: the state is the
+#: value of a changelog record.
+STATE_MAX_BYTES = 16 * 1024
+#: What the budget drops, in this order, oldest item first (metric label ``part``).
+#: Seen event ids go last: as tags they are small, and without them a retried beacon
+#: would count twice.
+TRIM_PARTS: Final = ("errors", "pages", "signals", "checkout", "detectors", "seen_ids")
 
 #: The names of the nudge variant a session was shown (``state.model["variant"]``).
 VARIANT_KEYS: Final = ("message_key", "arm", "intervention_id", "rewarded")
@@ -46,9 +70,135 @@ def _push(items: list[Any], item: Any, bound: int) -> None:
     del items[:-bound]
 
 
+def clip(text: str, max_bytes: int) -> str:
+    """``text`` cut to at most ``max_bytes`` of UTF-8, at a character boundary.
+
+    >>> clip("abc", 2), clip("\\N{GRINNING FACE}" * 3, 9) == "\\N{GRINNING FACE}" * 2
+    ('ab', True)
+    """
+    if len(text) * 4 <= max_bytes:  # a character is at most 4 bytes
+        return text
+    raw = text.encode("utf-8", "surrogatepass")
+    if len(raw) <= max_bytes:
+        return text
+    return raw[:max_bytes].decode("utf-8", "ignore")
+
+
+def _stored(value: Any) -> Any:
+    """A string for the state, clipped to :data:`MAX_TEXT` bytes; other values as they are."""
+    return clip(value, MAX_TEXT) if isinstance(value, str) else value
+
+
+def id_tag(event_id: str) -> int:
+    """A fixed-size tag of an event id (64-bit BLAKE2b, as a non-negative int < 2**63).
+
+    A session remembers tags, not ids: an id may be kilobytes, a tag is at most 19
+    digits. Two different ids of one session share a tag with probability ~2**-63 per pair.
+
+    >>> id_tag("e-1") == id_tag("e-1") != id_tag("e-2"), 0 <= id_tag("x" * 4096) < 2**63
+    (True, True)
+    """
+    digest = hashlib.blake2b(event_id.encode("utf-8", "surrogatepass"), digest_size=8).digest()
+    return int.from_bytes(digest, "big") >> 1
+
+
+def bounded_evidence(value: Any, depth: int = MAX_EVIDENCE_DEPTH) -> Any:
+    """Evidence made safe to store and send: strings clipped to :data:`MAX_EVIDENCE_BYTES`
+    (keys to :data:`MAX_EVIDENCE_KEY_BYTES`), containers to :data:`MAX_EVIDENCE_ITEMS`
+    entries and :data:`MAX_EVIDENCE_DEPTH` levels, integers to 64 bits (orjson's limit);
+    anything else becomes its ``str``, clipped.
+
+    >>> evidence = bounded_evidence({"code": "9" * 1000, "n": 3, "deep": [[[1]]], 7: 2**70})
+    >>> len(evidence["code"]), evidence["n"], evidence["deep"], evidence["7"]
+    (200, 3, [None], None)
+    """
+    if value is None or isinstance(value, (bool, float)):
+        return value
+    if isinstance(value, int):
+        return value if -(2**63) <= value < 2**63 else None
+    if isinstance(value, str):
+        return clip(value, MAX_EVIDENCE_BYTES)
+    if depth <= 1:
+        return None
+    if isinstance(value, dict):
+        return {clip(str(k), MAX_EVIDENCE_KEY_BYTES): bounded_evidence(v, depth - 1)
+                for k, v in list(value.items())[:MAX_EVIDENCE_ITEMS]}
+    if isinstance(value, (list, tuple)):
+        return [bounded_evidence(v, depth - 1) for v in value[:MAX_EVIDENCE_ITEMS]]
+    return clip(str(value), MAX_EVIDENCE_BYTES)
+
+
+def _small(evidence: dict[str, Any]) -> bool:
+    """True when the evidence is flat and short, as detectors make it: nothing to clip.
+
+    Counts 6 bytes a character (JSON's longest escape) and 24 a number.
+    """
+    if len(evidence) > MAX_EVIDENCE_ITEMS:
+        return False
+    size = 0
+    for key, value in evidence.items():
+        if not isinstance(key, str) or len(key) * 6 > MAX_EVIDENCE_KEY_BYTES * 4:
+            return False
+        size += 6 * len(key) + 4
+        if isinstance(value, str):
+            size += 6 * len(value)
+        elif isinstance(value, int) and not isinstance(value, bool):
+            if not -(2**63) <= value < 2**63:
+                return False
+            size += 24
+        elif value is None or isinstance(value, (bool, float)):
+            size += 24
+        else:
+            return False
+    return size <= MAX_EVIDENCE_TOTAL
+
+
+def bounded_signal(signal: Signal) -> Signal:
+    """The signal with :func:`bounded_evidence`, at most :data:`MAX_EVIDENCE_TOTAL` bytes
+    serialized (else its numbers only, with ``"clipped": true``); the same object when
+    nothing needs it.
+
+    >>> big = Signal("rage_click", 1.0, 5, evidence={f"k{i}": "x" * 200 for i in range(15)} | {"n": 3})
+    >>> bounded_signal(big).evidence
+    {'n': 3, 'clipped': True}
+    """
+    if _small(signal.evidence):
+        return signal
+    evidence = bounded_evidence(signal.evidence)
+    if not isinstance(evidence, dict):
+        evidence = {"clipped": True}
+    elif len(orjson.dumps(evidence)) > MAX_EVIDENCE_TOTAL:
+        evidence = {k: v for k, v in evidence.items()
+                    if v is None or isinstance(v, (bool, int, float))} | {"clipped": True}
+        if len(orjson.dumps(evidence)) > MAX_EVIDENCE_TOTAL:
+            evidence = {"clipped": True}
+    return replace(signal, evidence=evidence)
+
+
+def _drop_oldest(items: list[Any], excess: int) -> int:
+    """Drop items from the front until about ``excess`` bytes are gone; how many went."""
+    freed = dropped = 0
+    while dropped < len(items) and freed < excess:
+        freed += len(orjson.dumps(items[dropped])) + 1
+        dropped += 1
+    del items[:dropped]
+    return dropped
+
+
 @dataclass(slots=True)
 class SessionState:
-    """What one session remembers; JSON all the way down, bounded in size."""
+    """What one session remembers; JSON all the way down, bounded in size.
+
+    Bounded twice: in counts (at most :data:`MAX_PAGES` pages, ...), and in bytes:
+    every stored string is clipped (:data:`MAX_TEXT`, :data:`MAX_EVIDENCE_BYTES`), event
+    ids are kept as fixed-size tags (:func:`id_tag`), and :meth:`encode` holds the
+    serialized state to a byte budget, dropping the oldest detail first.
+
+    Two clocks: ``first_ts``/``last_ts`` are the client's (the events' ``ts``: order
+    and gaps within this session); ``seen_at`` is the fleet's (the server time when the
+    session's latest event was processed, :meth:`note_time`), which idle expiry reads.
+    ``clock_offset`` is server time minus ``ts`` at the session's first event.
+    """
 
     session_id: str
     seq: int = 0
@@ -59,7 +209,8 @@ class SessionState:
     checkout: dict[str, Any] = field(default_factory=dict)
     errors: list[dict[str, Any]] = field(default_factory=list)
     signals: list[dict[str, Any]] = field(default_factory=list)
-    seen_ids: list[str] = field(default_factory=list)
+    #: :func:`id_tag` of the latest event ids (retried beacons are skipped on them).
+    seen_ids: list[int] = field(default_factory=list)
     detectors: dict[str, dict[str, Any]] = field(default_factory=dict)
     policy: dict[str, Any] = field(default_factory=dict)
     signal_counts: dict[str, int] = field(default_factory=dict)
@@ -67,18 +218,94 @@ class SessionState:
     #: ``result``, ``holdout``, ``flagged`` and ``variant`` (the nudge variant shown, a
     #: dict of :data:`VARIANT_KEYS`).
     model: dict[str, Any] = field(default_factory=dict)
+    #: The fleet's clock (server time, ms) when this session's latest event was processed.
+    seen_at: int | None = None
+    #: Server time minus the client's ``ts`` at the session's first event.
+    clock_offset: int | None = None
 
     def to_json(self) -> bytes:
         return orjson.dumps(self)
 
+    def encode(self, max_bytes: int = STATE_MAX_BYTES) -> tuple[bytes, dict[str, int]]:
+        """The state as JSON of at most ``max_bytes``, and what was dropped to fit.
+
+        Over budget, the oldest detail goes first, part by part in :data:`TRIM_PARTS`
+        order: errors, pages, signals, checkout reasons and codes, then whole detector
+        slices, largest first (that detector starts afresh for this session), and the
+        seen event ids last. Counters, the policy's and the models' slices are small by
+        construction and always kept. The returned dict counts dropped items by part.
+
+        >>> state = SessionState("s", pages=[f"/p/{i}" for i in range(100)], seen_ids=[1, 2])
+        >>> raw, dropped = state.encode(512)
+        >>> len(raw) <= 512, dropped, state.pages[-1], state.seen_ids
+        (True, {'pages': 65}, '/p/99', [1, 2])
+        """
+        raw = orjson.dumps(self)
+        dropped: dict[str, int] = {}
+        while len(raw) > max_bytes:
+            part = self._trim(len(raw) - max_bytes)
+            if part is None:
+                break  # nothing left to drop: what remains is small by construction
+            dropped[part[0]] = dropped.get(part[0], 0) + part[1]
+            raw = orjson.dumps(self)
+        return raw, dropped
+
+    def _trim(self, excess: int) -> tuple[str, int] | None:
+        """Drop about ``excess`` bytes of the first part that has any: (part, items)."""
+        for part, items in (("errors", self.errors), ("pages", self.pages),
+                            ("signals", self.signals), ("checkout", self.checkout.get("reasons")),
+                            ("checkout", self.checkout.get("codes"))):
+            n = _drop_oldest(items, excess) if isinstance(items, list) else 0
+            if n:
+                return part, n
+        if self.detectors:
+            largest = max(self.detectors, key=lambda name: len(orjson.dumps(self.detectors[name])))
+            del self.detectors[largest]
+            return "detectors", 1
+        n = _drop_oldest(self.seen_ids, excess)
+        return ("seen_ids", n) if n else None
+
     @classmethod
     def from_json(cls, raw: bytes) -> SessionState:
-        """Decode a stored state, including one written before the model slice named
-        its keys (changelogs keep those): see :func:`_named_model_keys`."""
+        """Decode a stored state, including one written by an older version (changelogs
+        keep those): the model slice's old key names (see :func:`_named_model_keys`)
+        and raw event ids instead of their tags; keys a newer version added are ignored."""
         data = orjson.loads(raw)
         if data.get("model"):
             _named_model_keys(data["model"])
-        return cls(**data)
+        seen = data.get("seen_ids")
+        if seen and not all(type(i) is int for i in seen):
+            data["seen_ids"] = [i if type(i) is int else id_tag(str(i)) for i in seen]
+        try:
+            return cls(**data)
+        except TypeError:  # written by a newer version: keep what this one knows
+            return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+
+    def note_time(self, ts: int, server_ts: int, clock: int) -> int:
+        """Note an event's times: its client ``ts``, its ``server_ts`` (receive time),
+        and the fleet's ``clock`` (monotone, at least every server time seen so far).
+
+        Returns the event's drift: how far its ``ts``, corrected by the session's own
+        clock offset, is from its server time (0 for the session's first event, which
+        sets the offset). Nothing here trusts ``ts`` as a clock; the caller counts a
+        large drift.
+
+        >>> state = SessionState("s")
+        >>> state.note_time(1_000, 61_000, 61_000), state.clock_offset  # clock 1 min behind
+        (0, 60000)
+        >>> state.note_time(2_000, 62_000, 62_000), state.note_time(10**12, 63_000, 63_000)
+        (0, -999999997000)
+        >>> state.seen_at
+        63000
+        """
+        if self.clock_offset is None:
+            self.clock_offset = server_ts - ts
+            drift = 0
+        else:
+            drift = server_ts - (ts + self.clock_offset)
+        if self.seen_at is None or clock > self.seen_at:
+            self.seen_at = clock
+        return drift
 
     def remember(self, event: Event) -> None:
         """Fold one event into the session summary a human agent will read."""
@@ -91,55 +318,69 @@ class SessionState:
         counted = kind if kind in KNOWN_TYPES else "other"
         self.counts[counted] = self.counts.get(counted, 0) + 1
         if kind == "page_view":
-            _push(self.pages, url_path(event["page"]), MAX_PAGES)
+            _push(self.pages, clip(url_path(event["page"]), MAX_TEXT), MAX_PAGES)
         elif kind == "checkout_attempt":
             self.checkout["attempts"] = self.checkout.get("attempts", 0) + 1
             if event.get("step") is not None:
-                self.checkout["step"] = event["step"]
+                self.checkout["step"] = _stored(event["step"])
         elif kind == "checkout_failed":
             self.checkout["failures"] = self.checkout.get("failures", 0) + 1
             for key in ("reason", "code"):
                 if event.get(key) is not None:
                     seen = self.checkout.setdefault(key + "s", [])
-                    if event[key] not in seen:
-                        _push(seen, event[key], MAX_ERRORS)
+                    value = _stored(event[key])
+                    if value not in seen:
+                        _push(seen, value, MAX_ERRORS)
         elif kind == "purchase":
             self.checkout["purchased"] = True
         elif kind in ("js_error", "http_error", "form_error"):
-            error = {"type": kind, "ts": ts, "page": url_path(event.get("page") or "")}
+            error = {"type": kind, "ts": ts, "page": clip(url_path(event.get("page") or ""), MAX_TEXT)}
             if kind == "http_error":
-                error.update(url=url_path(event["url"]), status=event["status"])
+                error.update(url=clip(url_path(event["url"]), MAX_TEXT), status=event["status"])
             elif kind == "form_error":
-                error["field"] = event["field"]
+                error["field"] = _stored(event["field"])
             else:
-                error["message"] = event["message"][:MAX_TEXT]
+                error["message"] = _stored(event["message"])
             _push(self.errors, error, MAX_ERRORS)
 
     def context(self) -> dict[str, Any]:
         """The handoff summary: enough for a person to help without asking again.
 
         Paths only (no query strings), no user id, no typed values, no click text.
+        Bounded: the summary to :data:`MAX_SUMMARY_BYTES` (each code in it to 40), the
+        whole context to :data:`MAX_CONTEXT_BYTES` serialized (the oldest signals, errors,
+        pages, then checkout codes and reasons are left out first).
         """
         failures = self.checkout.get("failures", 0)
         parts = []
         if failures:
-            codes = ", ".join(str(c) for c in self.checkout.get("codes", []))
+            codes = ", ".join(clip(str(c), 40) for c in self.checkout.get("codes", []))
             parts.append(f"{failures} failed payment(s)" + (f" ({codes})" if codes else ""))
         detectors = sorted({s["detector"] for s in self.signals} - {"checkout_failure"})
         if detectors:
             parts.append("signals: " + ", ".join(detectors))
         if self.errors:
             parts.append(f"{len(self.errors)} recent error(s)")
-        return {
-            "summary": "; ".join(parts) or "customer asked for help",
+        checkout = {k: list(v) if isinstance(v, list) else v for k, v in self.checkout.items()}
+        context = {
+            "summary": clip("; ".join(parts) or "customer asked for help", MAX_SUMMARY_BYTES),
             "current_page": self.pages[-1] if self.pages else None,
             "pages": list(self.pages),
-            "checkout": dict(self.checkout),
+            "checkout": checkout,
             "errors": list(self.errors),
             "signals": list(self.signals),
             "events_seen": self.seq,
             "duration_s": ((self.last_ts or 0) - (self.first_ts or 0)) / 1000,
         }
+        size = len(orjson.dumps(context))
+        for items in (context["signals"], context["errors"], context["pages"],
+                      checkout.get("reasons"), checkout.get("codes")):
+            if size <= MAX_CONTEXT_BYTES:
+                break
+            if isinstance(items, list):
+                _drop_oldest(items, size - MAX_CONTEXT_BYTES)
+                size = len(orjson.dumps(context))
+        return context
 
 
 def _named_model_keys(model: dict[str, Any]) -> None:
@@ -182,6 +423,9 @@ class Outcome:
     group: str | None = None
     #: The normalized route (see detectors/routes.py) of the page the signals came from.
     route: str | None = None
+    #: The fleet's time of the event (its server receive time), set by the caller that
+    #: knows it (the pipeline); fleet-wide incidents run on it, never on ``ts``.
+    server_ts: int | None = None
 
     def records(self) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = [
@@ -381,9 +625,10 @@ class Engine:
         event_id = event.get("event_id")
         if event_id is not None:
             # Beacons are retried; the same event must not count twice.
-            if event_id in state.seen_ids:
+            tag = id_tag(str(event_id))
+            if tag in state.seen_ids:
                 return Outcome(state.session_id, duplicate=True)
-            _push(state.seen_ids, event_id, MAX_SEEN_IDS)
+            _push(state.seen_ids, tag, MAX_SEEN_IDS)
         rules = self.rules
         kind = event["type"]
         result = group = None
@@ -397,7 +642,7 @@ class Engine:
         for detector in rules.detectors:
             signal = detector.step(state.detectors.setdefault(detector.name, {}), event)
             if signal is not None:
-                signals.append(signal)
+                signals.append(bounded_signal(signal))
         models, is_open = self.models, rules.policy.is_open(state.policy)
         anomaly = risk = None
         if models is not None and is_open and kind in MILESTONES:

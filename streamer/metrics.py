@@ -10,6 +10,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from detectors.events import KNOWN_TYPES, REASONS
 from detectors.scrub import KINDS as SCRUB_KINDS  # what decode-time scrubbing did to a value
+from detectors.session import TRIM_PARTS
 
 #: Bounded label values of the browser-side metrics (see streamer/guard.py, delivery.py).
 WEB_ENDPOINTS = ("collect", "sessions", "stream")
@@ -88,7 +89,22 @@ class Metrics:
         )
         # Label children resolved once: .labels() on the hot path costs a lock and a dict.
         self.events_by_type = {t: self.events.labels(t) for t in (*KNOWN_TYPES, "other")}
-        self.invalid_by_reason = {r_: self.invalid.labels(r_) for r_ in REASONS}
+        self.invalid_by_reason = {r_: self.invalid.labels(r_) for r_ in (*REASONS, "internal_error")}
+        self.state_trimmed = Counter(
+            "frictionwatch_state_trimmed",
+            "Items dropped from session states to keep each within its byte budget, by part.",
+            ["part"], registry=r,
+        )
+        for part in TRIM_PARTS:
+            self.state_trimmed.labels(part)
+        self.clock_skew = Counter(
+            "frictionwatch_clock_skew",
+            "Events whose ts is over 5 min from their server time (processed, never trusted as "
+            "a clock), by kind (offset: a session's first event; drift: later, against the "
+            "session's own offset).", ["kind"], registry=r,
+        )
+        for kind in ("offset", "drift"):
+            self.clock_skew.labels(kind)
         for kind in ("nudge", "handoff"):
             for delivered in ("true", "false"):
                 self.interventions.labels(kind, delivered)

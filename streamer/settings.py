@@ -35,7 +35,7 @@ from typing import Any
 from detectors.config import check, setting
 from detectors.errors import ConfigError
 from detectors.events import MAX_RECORD_BYTES
-from detectors.session import Engine
+from detectors.session import STATE_MAX_BYTES, Engine
 
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off", ""})
@@ -68,6 +68,8 @@ class Settings:
     idle_timeout_ms: int = setting(1_800_000, low=1000, high=7 * 86_400_000,
                                    doc="a session silent this long is abandoned")
     sweep_interval_s: float = setting(10.0, low=0.1, high=3600, doc="how often idle sessions are looked for")
+    state_max_bytes: int = setting(STATE_MAX_BYTES, low=8192, high=256 * 1024,
+                                   doc="byte budget of one session's stored state (a changelog record)")
     model_checkpoint_s: float = setting(30.0, low=0.1, high=86_400,
                                         doc="how often the online models are checkpointed")
     demo: bool = setting(False, doc="serve the demo shop at /demo (frictionwatch run does)")

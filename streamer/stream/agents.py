@@ -23,16 +23,14 @@ def register(
     incident_feed: IncidentFeed,
 ) -> None:
     async def publish(produced: Produced) -> None:
-        signals = []
         for outcome in produced.outcomes:
             key = outcome.session_id.encode()
             for record in outcome.records():
                 if record["kind"] == "signal":
-                    signals.append(record)
                     await topics.signals.send(key=key, value=orjson.dumps(record))
                 else:
                     await topics.interventions.send(key=key, value=orjson.dumps(record))
-        await incident_feed.send(signals)
+        await incident_feed.send(produced.observations())
         for dead in produced.dead_letters:
             await topics.deadletter.send(key=dead.key, value=dead.value, headers=dead.headers)
 

@@ -76,7 +76,8 @@ def build(
     )
     topics = declare(app, settings)
     pipeline = Pipeline(
-        engine, topics.session_to_state, metrics, max_record_bytes=settings.max_record_bytes
+        engine, topics.session_to_state, metrics, max_record_bytes=settings.max_record_bytes,
+        state_max_bytes=settings.state_max_bytes,
     )
     incident_feed, _ = incidents.register(app, topics, settings, metrics)
     agents.register(app, topics, pipeline, settings, incident_feed)

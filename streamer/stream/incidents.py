@@ -15,14 +15,22 @@ on every worker, on one partition: fleet-wide, with no coordination of our own. 
 per-key state is read once and assigned back once per batch (never mutated in place:
 only assignments reach the changelog), so it moves with its partition on a rebalance.
 
-Incidents close when event time passes, which needs no observation of their own key:
+Time here is the fleet's clock, never a browser's: an observation's ``ts`` is the
+*server* time of the event that raised the signal (its ``received_at``, else its
+record's Kafka timestamp, capped at the worker's wall clock; see
+:mod:`streamer.stream.pipeline` and :meth:`~streamer.stream.pipeline.Produced.observations`),
+not the signal record's client ``ts``. So a browser's clock can neither skip the
+learning period nor push a key's clock into the future and hide a real outage.
+
+Incidents close when that time passes, which needs no observation of their own key:
 a timer sends a *tick* (``{"tick": watermark}``, the largest observation ``ts`` this
 worker has seen) through the same repartition topic for every open key it owns, so
 the state changes in the stream, in order, like any other update. The close ``ts`` is
 computed by the rules, not taken from the tick, so the stream and a replay agree.
 
 ``frictionwatch replay`` runs the same rules over its output with
-:func:`with_incidents` (``replay_lines`` is decorated with :func:`adds_incidents`).
+:func:`with_incidents` (``replay_lines`` is decorated with :func:`adds_incidents`),
+on the same server times (``received_at`` when the file has it, else ``ts``).
 """
 
 from __future__ import annotations
@@ -56,33 +64,49 @@ log = logging.getLogger(__name__)
 
 #: Seconds between ticks of open incidents (and refreshes of the open-incident gauge).
 TICK_S = 2.0
+#: Largest repartition record the feed sends (a batch's observations of one key are
+#: split across several beyond it). One observation is at most ~2 KB (a session id is
+#: at most 256 characters), so this is far below any broker's limit.
+MAX_FEED_RECORD_BYTES = 64 * 1024
 
 
 # -- replay ------------------------------------------------------------------------------
+#: A record with the server time of the event behind it (None: take the record's ``ts``).
+Stamped = tuple[int | None, dict[str, Any]]
+
+
 def with_incidents(
-    records: Iterable[dict[str, Any]], detector: IncidentDetector
+    stamped: Iterable[Stamped], detector: IncidentDetector
 ) -> Iterator[dict[str, Any]]:
     """The records, with incident changes inserted where they happen.
 
-    Signal records are observed (``route`` "other" when a record has none); every
-    record's ``ts`` moves event time on, and an incident whose close falls before it
-    is closed first. Opens follow the signal that caused them.
+    Each record comes with the server time of its event (:data:`Stamped`). Signal
+    records are observed at that time (``route`` "other" when a record has none); each
+    record's time moves the clock on, and an incident whose close falls before it is
+    closed first. Opens follow the signal that caused them.
 
     >>> detector = IncidentDetector(learn_ms=600_000, min_count=3)
     >>> first = {"kind": "signal", "session_id": "a", "ts": 0, "detector": "rage_click"}
     >>> burst = [{"kind": "signal", "session_id": f"s{i}", "ts": 3_600_000 + i * 100,
     ...           "detector": "checkout_failure", "route": "/checkout"} for i in range(4)]
     >>> later = {"kind": "nudge", "session_id": "x", "ts": 7_200_000}
-    >>> [r["kind"] for r in with_incidents([first, *burst, later], detector)]
+    >>> [r["kind"] for r in with_incidents([(None, r) for r in [first, *burst, later]], detector)]
     ['signal', 'signal', 'signal', 'signal', 'incident_open', 'signal', 'incident_close', 'nudge']
+
+    A browser whose clock runs 31 minutes fast does not skip the learning period: the
+    same burst, received 2 minutes after observation began, opens nothing.
+
+    >>> early = [(120_000 + i * 100, r) for i, r in enumerate(burst)]
+    >>> [r["kind"] for r in with_incidents([(0, first), *early], detector)]
+    ['signal', 'signal', 'signal', 'signal', 'signal']
     """
     book = IncidentBook(detector)
-    for record in records:
-        ts = record.get("ts")
+    for server_ts, record in stamped:
+        ts = record.get("ts") if server_ts is None else server_ts
         if isinstance(ts, int) and not isinstance(ts, bool):
             yield from book.advance(ts)
         yield record
-        observed = _observed(record, detector)
+        observed = _observed(record if server_ts is None else dict(record, ts=server_ts), detector)
         if observed is not None:
             yield from book.observe(*observed)
 
@@ -218,27 +242,59 @@ class IncidentTable:
 
 
 class IncidentFeed:
-    """What the main agent calls with each batch's signal records.
+    """What the main agent calls with each batch's observations
+    (:meth:`~streamer.stream.pipeline.Produced.observations`: signals at server time).
 
     Observations go straight to the repartition topic, one record per incident key per
-    batch: reading ``frictionwatch.signals`` back would cost Faust's ~200 us per signal
-    a second time, for records this worker has just written.
+    batch (more when they pass :data:`MAX_FEED_RECORD_BYTES`): reading
+    ``frictionwatch.signals`` back would cost Faust's ~200 us per signal a second time,
+    for records this worker has just written.
     """
 
     def __init__(self, detector: IncidentDetector, topic: faust.TopicT) -> None:
         self.detector = detector
         self.topic = topic
 
-    async def send(self, records: Iterable[dict[str, Any]]) -> None:
-        by_key: dict[bytes, list[dict[str, Any]]] = {}
+    def records(self, records: Iterable[dict[str, Any]]) -> list[tuple[bytes, bytes]]:
+        """(key, value) of the repartition records for a batch's observations: one per
+        incident key, or more where one would pass :data:`MAX_FEED_RECORD_BYTES`.
+
+        >>> feed = IncidentFeed(IncidentDetector(), topic=None)
+        >>> many = [{"kind": "signal", "ts": 1, "detector": "rage_click", "route": "/",
+        ...          "session_id": "s" * 250 + str(i)} for i in range(1000)]
+        >>> out = feed.records(many)
+        >>> len(out) > 1, all(len(v) <= MAX_FEED_RECORD_BYTES for _, v in out)
+        (True, True)
+        >>> sum(len(orjson.loads(v)["observations"]) for _, v in out)
+        1000
+        """
+        by_key: dict[bytes, list[bytes]] = {}
         for record in records:
             observed = _observed(record, self.detector)
             if observed is not None:
                 ts, route, failure, session = observed
-                by_key.setdefault(key_of(route, failure).encode(), []).append(
-                    {"ts": ts, "route": route, "failure": failure, "session_id": session})
+                by_key.setdefault(key_of(route, failure).encode(), []).append(orjson.dumps(
+                    {"ts": ts, "route": route, "failure": failure, "session_id": session}))
+        out = []
         for key, observations in by_key.items():
-            await self.topic.send(key=key, value=orjson.dumps({"observations": observations}))
+            chunk: list[bytes] = []
+            size = 0
+            for item in observations:
+                if chunk and size + len(item) + 1 > MAX_FEED_RECORD_BYTES - 32:
+                    out.append((key, _observations_value(chunk)))
+                    chunk, size = [], 0
+                chunk.append(item)
+                size += len(item) + 1
+            out.append((key, _observations_value(chunk)))
+        return out
+
+    async def send(self, records: Iterable[dict[str, Any]]) -> None:
+        for key, value in self.records(records):
+            await self.topic.send(key=key, value=value)
+
+
+def _observations_value(items: list[bytes]) -> bytes:
+    return b'{"observations":[' + b",".join(items) + b"]}"
 
 
 def register(
@@ -269,10 +325,11 @@ def register(
 
 
 def adds_incidents(
-    replay: Callable[..., Iterator[dict[str, Any]]],
+    replay: Callable[..., Iterator[Stamped]],
 ) -> Callable[..., Iterator[dict[str, Any]]]:
-    """Decorates ``replay(lines, engine, ...)``: its records, with :func:`with_incidents`
-    run over them by the engine's incident rules (config section ``[incidents]``)."""
+    """Decorates ``replay(lines, engine, ...)``, which yields :data:`Stamped` records:
+    its records, with :func:`with_incidents` run over them by the engine's incident
+    rules (config section ``[incidents]``)."""
 
     @functools.wraps(replay)
     def replay_with_incidents(

@@ -2,24 +2,59 @@
 
 The agent hands each record to :meth:`Pipeline.process`; so do ``replay`` (with a
 plain dict as the state store) and the unit tests. Decoding errors become dead
-letters here, never exceptions: the stream must not stop on bad input.
+letters here, never exceptions: the stream must not stop on bad input. Anything else
+that goes wrong on one record (a bug) dead-letters that record as ``internal_error``,
+is logged and counted, and the batch goes on.
+
+**Time.** Two clocks, never mixed (README "Time"):
+
+- the *fleet's* clock orders everything across sessions: idle expiry, the incident
+  detector and its learning period. An event's server time is its ``received_at``
+  (stamped by the collector), else its Kafka record's timestamp, else (a replayed file
+  with neither) its own ``ts``. In the stream a server time is never later than the
+  worker's wall clock plus :data:`FUTURE_SLACK_MS`, and the clock of a partition is
+  the largest server time seen on it: it never moves backwards.
+- the *client's* ``ts`` orders and spaces the events of one session only (what the
+  detectors and the policy read). An event whose ``ts`` is far from its server time
+  (:data:`CLOCK_SKEW_MS`) is still processed, and counted as clock skew.
 """
 
 from __future__ import annotations
 
+import json
+import logging
+import math
+import re
 import time
 from collections.abc import Callable, MutableMapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any
-
-import orjson
+from dataclasses import dataclass, field, replace
+from typing import Any, Final
 
 from detectors.errors import InvalidEvent
 from detectors.events import Event, decode_record
-from detectors.session import Engine, Outcome, SessionState
+from detectors.session import STATE_MAX_BYTES, Engine, Outcome, SessionState, clip
 from streamer.metrics import Metrics
 
 Headers = list[tuple[str, bytes]]
+
+log = logging.getLogger(__name__)
+
+#: A server time (``received_at`` or a record timestamp) later than the worker's wall
+#: clock plus this is taken as that: no producer's clock moves the fleet's ahead.
+FUTURE_SLACK_MS: Final = 10_000
+#: An event whose ``ts`` is further than this from its server time is clock skew
+#: (counted; still processed): at a session's first event the browser's clock is off
+#: (``offset``), later its ``ts`` left the session's own clock (``drift``).
+CLOCK_SKEW_MS: Final = 300_000
+#: The dead-letter reason of a record that raised something other than InvalidEvent.
+INTERNAL_ERROR: Final = "internal_error"
+#: ``fw-detail`` headers are cut to this many bytes (a detail may quote the input).
+MAX_DETAIL_BYTES: Final = 512
+#: A dead letter holds at most this much of the original value (its first bytes, with
+#: ``fw-truncated`` = the original length): Kafka's default limit is 1 MB per record,
+#: and a refused input may have been that big.
+MAX_DEAD_LETTER_BYTES: Final = 512 * 1024
+_INT_MAX: Final = 2**63 - 1
 
 
 @dataclass(slots=True)
@@ -38,20 +73,66 @@ class Produced:
     outcomes: list[Outcome] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
 
+    def observations(self) -> list[dict[str, Any]]:
+        """The signals as the incident feed takes them: with ``ts`` the *server* time of
+        the event that raised them (``route`` and ``session_id`` as in signal records)."""
+        return [
+            {"kind": "signal", "session_id": o.session_id, "detector": s.detector,
+             "route": o.route, "ts": s.ts if o.server_ts is None else o.server_ts}
+            for o in self.outcomes for s in o.signals
+        ]
+
 
 def dead_letter(
     error: InvalidEvent, key: bytes | None, value: bytes, topic: str, partition: int, offset: int
 ) -> DeadLetter:
     headers: Headers = [
         ("fw-reason", error.reason.encode()),
-        ("fw-detail", error.detail.encode()),
+        ("fw-detail", clip(error.detail, MAX_DETAIL_BYTES).encode("utf-8", "replace")),
         ("fw-topic", topic.encode()),
         ("fw-partition", str(partition).encode()),
         ("fw-offset", str(offset).encode()),
     ]
     if error.index is not None:
         headers.append(("fw-index", str(error.index).encode()))
+    if len(value) > MAX_DEAD_LETTER_BYTES:
+        headers.append(("fw-truncated", str(len(value)).encode()))
+        value = value[:MAX_DEAD_LETTER_BYTES]
     return DeadLetter(key, value, headers)
+
+
+_WHITESPACE = re.compile(r"[ \t\n\r]*")
+
+
+def element_bytes(raw: bytes, last: int) -> list[bytes] | None:
+    """The original bytes of elements ``0..last`` of the JSON array ``raw``, cut out of it.
+
+    Never re-serialized: a dead letter must hold what the producer sent, and orjson
+    cannot even encode what it decodes beyond 254 levels of nesting. ``raw`` has been
+    decoded by orjson already (it is valid JSON and valid UTF-8), so the standard
+    library's scanner finds each element's end; None if anything is unexpected, and
+    the caller keeps the whole record.
+
+    >>> element_bytes(b' [ {"a": [1, "]"]} ,\\n 2 ,"x"] ', 2)
+    [b'{"a": [1, "]"]}', b'2', b'"x"']
+    """
+    try:
+        text = raw.decode("utf-8")
+        scan = json.JSONDecoder().raw_decode
+        i = _WHITESPACE.match(text, 0).end()  # type: ignore[union-attr]
+        if text[i] != "[":
+            return None
+        i = _WHITESPACE.match(text, i + 1).end()  # type: ignore[union-attr]
+        out: list[bytes] = []
+        while len(out) <= last and text[i] != "]":
+            _, end = scan(text, i)
+            out.append(text[i:end].encode("utf-8"))
+            i = _WHITESPACE.match(text, end).end()  # type: ignore[union-attr]
+            if text[i] == ",":
+                i = _WHITESPACE.match(text, i + 1).end()  # type: ignore[union-attr]
+        return out if len(out) > last else None
+    except (ValueError, IndexError, RecursionError, MemoryError):
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,12 +147,28 @@ class Record:
     timestamp_s: float | None = None
 
 
+def received_at(event: Event) -> int | None:
+    """The event's ``received_at`` when it is a usable time (ms, 0..2**63-1), else None.
+
+    >>> received_at({"received_at": 5}), received_at({"received_at": True}), received_at({})
+    (5, None, None)
+    """
+    value = event.get("received_at")
+    if type(value) is int and 0 <= value <= _INT_MAX:
+        return value
+    return None
+
+
 class Pipeline:
     """Decode, step every event through the engine, keep the state.
 
     A batch of records is processed together: each session's state is read once and
     written once per batch, however many of its records the batch holds. That is
     what keeps a worker catching up on a backlog from writing the table per record.
+
+    ``wall_clock`` (seconds, like :func:`time.time`) caps server times, so a producer's
+    clock cannot move the fleet's ahead; None (replay) trusts the file's times.
+    ``state_max_bytes`` is each session's stored-state budget (:meth:`SessionState.encode`).
     """
 
     def __init__(
@@ -81,76 +178,139 @@ class Pipeline:
         metrics: Metrics,
         *,
         max_record_bytes: int,
+        state_max_bytes: int = STATE_MAX_BYTES,
+        wall_clock: Callable[[], float] | None = time.time,
     ) -> None:
         self.engine = engine
         self.states = states
         self.metrics = metrics
         self.max_record_bytes = max_record_bytes
-        #: The largest event ts seen: the event-time clock of idle-session expiry.
-        self.watermark = 0
-        #: Each stored session's last event ts, so the sweep need not decode every
-        #: state; a cache of the table (rebuilt from it for keys it has not seen).
-        self._last_ts: dict[bytes, int | None] = {}
+        self.state_max_bytes = state_max_bytes
+        self.wall_clock = wall_clock
+        #: Per partition, the largest server time seen on it (ms): the fleet's clock
+        #: there, which idle expiry reads. Never moves backwards.
+        self.clocks: dict[int, int] = {}
+        #: Each stored session's partition and ``seen_at``, so the sweep need not decode
+        #: every state; a cache of the table (rebuilt from it for keys it has not seen).
+        self._seen: dict[bytes, tuple[int | None, int | None]] = {}
+
+    @property
+    def watermark(self) -> int:
+        """The latest clock of any partition (0 before the first event)."""
+        return max(self.clocks.values(), default=0)
 
     def process(self, key: bytes | None, value: bytes | None, **meta: Any) -> Produced:
         """One record (see :meth:`process_batch`)."""
         return self.process_batch([Record(key, value, **meta)])
 
     def process_batch(self, records: Sequence[Record]) -> Produced:
+        """Every record's outcomes and dead letters; never raises on any input."""
         m = self.metrics
         out = Produced()
         loaded: dict[bytes, SessionState] = {}
         ended: set[bytes] = set()
+        cap = None
+        if self.wall_clock is not None:
+            cap = int(self.wall_clock() * 1000) + FUTURE_SLACK_MS
         for record in records:
             m.records.inc()
-            raw = record.value or b""
             try:
-                events, errors = decode_record(raw, record.key, max_bytes=self.max_record_bytes)
-            except InvalidEvent as exc:
-                self._refuse(out, exc, record, raw)
-                continue
-            if errors:
-                items = orjson.loads(raw)
-                for error in errors:
-                    self._refuse(out, error, record, orjson.dumps(items[error.index]))
-            for event in events:
-                # A keyless record may mix sessions: each event goes to its own state.
-                session_key = event["session_id"].encode()
-                state = loaded.get(session_key)
-                if state is None:
-                    stored = self.states.get(session_key)
-                    state = loaded[session_key] = (
-                        SessionState.from_json(stored) if stored
-                        else SessionState(event["session_id"])
-                    )
-                self._step(out, state, event)
-                if event["type"] == "session_end":
-                    ended.add(session_key)
-                else:
-                    ended.discard(session_key)
+                self._process_record(out, record, loaded, ended, cap)
+            except Exception as exc:  # the last line of defense: a bug, not bad input
+                log.exception("internal error on %s[%d]@%d: record dead-lettered",
+                              record.topic, record.partition, record.offset)
+                detail = f"{type(exc).__name__} while processing the record"
+                self._refuse(out, InvalidEvent(INTERNAL_ERROR, detail), record, record.value or b"")
         for session_key, state in loaded.items():
-            # Assign, never mutate in place: only an assignment reaches the changelog.
-            if session_key in ended:
+            try:
+                self._save(session_key, state, session_key in ended)
+            except Exception:
+                # A state that cannot be written must not stop every later batch: the
+                # session starts afresh.
+                log.exception("internal error writing a session's state: state dropped")
+                m.invalid_by_reason[INTERNAL_ERROR].inc()
                 self.states.pop(session_key, None)
-                self._last_ts.pop(session_key, None)
-            else:
-                self.states[session_key] = state.to_json()
-                self._last_ts[session_key] = state.last_ts
+                self._seen.pop(session_key, None)
         now = time.time()
         for record in records:
             if record.timestamp_s is not None:
                 m.latency.observe(max(0.0, now - record.timestamp_s))
         return out
 
-    def _step(self, out: Produced, state: SessionState, event: Event) -> None:
+    def _process_record(
+        self, out: Produced, record: Record, loaded: dict[bytes, SessionState],
+        ended: set[bytes], cap: int | None,
+    ) -> None:
+        raw = record.value or b""
+        try:
+            events, errors = decode_record(raw, record.key, max_bytes=self.max_record_bytes,
+                                           on_scrub=self.metrics.count_scrub)
+        except InvalidEvent as exc:
+            self._refuse(out, exc, record, raw)
+            return
+        if errors:
+            # Each bad element's own bytes, cut out of the record; never re-serialized.
+            pieces = element_bytes(raw, max(e.index or 0 for e in errors))
+            for error in errors:
+                index = error.index or 0
+                self._refuse(out, error, record, raw if pieces is None else pieces[index])
+        record_ms = _record_ms(record.timestamp_s)
+        for event in events:
+            # A keyless record may mix sessions: each event goes to its own state.
+            session_key = event["session_id"].encode()
+            state = loaded.get(session_key)
+            if state is None:
+                stored = self.states.get(session_key)
+                state = loaded[session_key] = (
+                    SessionState.from_json(stored) if stored
+                    else SessionState(event["session_id"])
+                )
+            self._step(out, state, event, self._server_time(event, record_ms, cap),
+                       record.partition)
+            self._seen[session_key] = (record.partition, state.seen_at)
+            if event["type"] == "session_end":
+                ended.add(session_key)
+            else:
+                ended.discard(session_key)
+
+    def _server_time(self, event: Event, record_ms: int | None, cap: int | None) -> int:
+        """``received_at``, else the record's timestamp, else ``ts``; capped in the stream."""
+        t = received_at(event)
+        if t is None:
+            t = record_ms if record_ms is not None else event["ts"]
+        if cap is not None and t > cap:
+            t = cap
+        return int(t)
+
+    def _save(self, session_key: bytes, state: SessionState, ended: bool) -> None:
+        # Assign, never mutate in place: only an assignment reaches the changelog.
+        if ended:
+            self.states.pop(session_key, None)
+            self._seen.pop(session_key, None)
+            return
+        raw, dropped = state.encode(self.state_max_bytes)
+        for part, n in dropped.items():
+            self.metrics.state_trimmed.labels(part).inc(n)
+        self.states[session_key] = raw
+
+    def _step(
+        self, out: Produced, state: SessionState, event: Event, server_ts: int, partition: int
+    ) -> None:
         m = self.metrics
+        clock = self.clocks.get(partition, 0)
+        if server_ts > clock:
+            self.clocks[partition] = clock = server_ts
+        first = state.clock_offset is None
+        drift = state.note_time(event["ts"], server_ts, clock)
+        if first and abs(server_ts - event["ts"]) > CLOCK_SKEW_MS:
+            m.clock_skew.labels("offset").inc()
+        elif abs(drift) > CLOCK_SKEW_MS:
+            m.clock_skew.labels("drift").inc()
         started = time.perf_counter()
         outcome = self.engine.step(state, event)
         if outcome.duplicate:
             m.duplicates.inc()
             return
-        if event["ts"] > self.watermark:
-            self.watermark = event["ts"]
         m.count_event(event["type"])
         if outcome.risk is not None or outcome.anomaly is not None:
             m.model_step.observe(time.perf_counter() - started)
@@ -158,7 +318,7 @@ class Pipeline:
                 m.anomaly_score.observe(outcome.anomaly)
         self._count(outcome)
         if outcome.signals:
-            out.outcomes.append(outcome)
+            out.outcomes.append(replace(outcome, server_ts=server_ts))
 
     def _count(self, outcome: Outcome) -> None:
         m = self.metrics
@@ -180,25 +340,56 @@ class Pipeline:
     def sweep(
         self, idle_ms: int, owns: Callable[[bytes], bool] = lambda key: True
     ) -> list[Outcome]:
-        """Expire sessions idle for ``idle_ms`` of event time before the watermark.
+        """Expire sessions idle for ``idle_ms`` of the fleet's clock.
 
-        Each gets its outcome (abandoned, unless it converted) and its state is freed.
-        ``owns`` says whether this worker is the active owner of a key (a standby
-        copy must not be expired by a worker that does not own it).
+        A session is idle when its ``seen_at`` (the server time of its latest event;
+        ``last_ts`` for states written before there was one) is more than ``idle_ms``
+        behind the clock of its partition (of all partitions for a state recovered from
+        the changelog that this worker has not stepped yet). Each gets its outcome
+        (abandoned, unless it converted) and its state is freed. ``owns`` says whether
+        this worker is the active owner of a key (a standby copy must not be expired by
+        a worker that does not own it). A state that cannot be expired (a bug) is
+        logged, counted as ``internal_error`` and freed.
         """
-        cutoff = self.watermark - idle_ms
         expired = []
-        known, self._last_ts = self._last_ts, {}
+        watermark = self.watermark
+        known, self._seen = self._seen, {}
         for session_key in list(self.states.keys()):
-            if session_key in known:
-                last = known[session_key]
-            else:  # recovered from the changelog: decode once
-                last = SessionState.from_json(self.states[session_key]).last_ts
-            if last is None or last >= cutoff or not owns(session_key):
-                self._last_ts[session_key] = last
-                continue
-            outcome = self.engine.expire(SessionState.from_json(self.states[session_key]))
-            self._count(outcome)
-            expired.append(outcome)
+            try:
+                if session_key in known:
+                    partition, seen = known[session_key]
+                else:  # recovered from the changelog: decode once
+                    stored = SessionState.from_json(self.states[session_key])
+                    partition, seen = None, _seen_at(stored)
+                clock = watermark if partition is None else self.clocks.get(partition, 0)
+                if seen is None or seen >= clock - idle_ms or not owns(session_key):
+                    self._seen[session_key] = (partition, seen)
+                    continue
+                outcome = self.engine.expire(SessionState.from_json(self.states[session_key]))
+                self._count(outcome)
+                expired.append(outcome)
+            except Exception:
+                if not _owned(owns, session_key):
+                    continue  # another worker's state: never ours to drop
+                log.exception("internal error expiring a session: state dropped")
+                self.metrics.invalid_by_reason[INTERNAL_ERROR].inc()
             self.states.pop(session_key, None)
         return expired
+
+
+def _owned(owns: Callable[[bytes], bool], key: bytes) -> bool:
+    try:
+        return owns(key)
+    except Exception:
+        return False
+
+
+def _seen_at(state: SessionState) -> int | None:
+    return state.seen_at if state.seen_at is not None else state.last_ts
+
+
+def _record_ms(timestamp_s: float | None) -> int | None:
+    """A Kafka record's timestamp in ms, or None when it has none (Kafka says -1)."""
+    if timestamp_s is None or not math.isfinite(timestamp_s) or timestamp_s <= 0:
+        return None
+    return min(int(timestamp_s * 1000), _INT_MAX)

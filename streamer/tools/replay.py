@@ -7,8 +7,11 @@ intervention, the same records the stream publishes, and per incident open or cl
 reported on stderr with their line number and the reason, and counted; they never
 stop the replay.
 
-Sessions end as they do in the stream: at ``session_end``, or when idle for
-``idle_ms`` of event time, found by the same :meth:`Pipeline.sweep` every
+Time is taken as the stream takes it: an event's server time is its ``received_at``
+when the file has one (as the collector stamps them), else its ``ts`` (a file of
+events without it). Nothing caps it at the wall clock: a file's times are what they
+are. Sessions end as they do in the stream: at ``session_end``, or when idle for
+``idle_ms`` of that time, found by the same :meth:`Pipeline.sweep` every
 ``sweep_every`` lines. At the end of the input every session still open is ended
 too (abandoned, unless it converted), so each session gets exactly one outcome and
 the risk model learns from all of them.
@@ -19,14 +22,14 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 import orjson
 
 from detectors.session import Engine
 from streamer.metrics import Metrics
 from streamer.settings import Settings
-from streamer.stream.incidents import adds_incidents
+from streamer.stream.incidents import Stamped, adds_incidents
 from streamer.stream.pipeline import Pipeline
 
 #: Input lines between two sweeps for idle sessions. A sweep reads every open
@@ -48,8 +51,10 @@ def replay_lines(
     idle_ms: int = Settings.idle_timeout_ms,
     sweep_every: int = SWEEP_EVERY,
     metrics: Metrics | None = None,
-) -> Iterator[dict[str, Any]]:
-    """Yield every output record for the given input lines, in order.
+) -> Iterator[Stamped]:
+    """Yield every output record for the given input lines, in order (with the server
+    time of its event, for :func:`~streamer.stream.incidents.adds_incidents`, which
+    strips it: callers get the records).
 
     ``metrics`` (a fresh bundle if None) counts what the stream counts, outcomes
     included, for a report to read when the replay is done.
@@ -59,7 +64,7 @@ def replay_lines(
     states: dict[bytes, bytes] = {}
     pipeline = Pipeline(
         engine, states, Metrics() if metrics is None else metrics,
-        max_record_bytes=max_record_bytes,
+        max_record_bytes=max_record_bytes, wall_clock=None,
     )
     for number, line in enumerate(lines, 1):
         if number % sweep_every == 0:
@@ -76,7 +81,8 @@ def replay_lines(
                     f"{reason['fw-detail'].decode()}\n"
                 )
         for outcome in produced.outcomes:
-            yield from outcome.records()
+            for record in outcome.records():
+                yield outcome.server_ts, record
     # End of input: nothing more will come, so every open session has ended.
     pipeline.sweep(_EVERYTHING)
 

@@ -140,7 +140,10 @@ def _feed(worker: WorkerProcess) -> None:
     """
     sessions = outage.inject(simulate.generate(seed=606, sessions=600, start_ts=BASE_TS),
                              outage.Outage.parse("2:10", BASE_TS))
-    records = simulate.interleave(sessions)
+    # Stamped with their receive time, as the collector publishes them: incidents run on
+    # server time, and this backlog is produced within seconds.
+    records = [(key, orjson.dumps([dict(e, received_at=e["ts"]) for e in orjson.loads(value)]))
+               for key, value in simulate.interleave(sessions)]
     before = worker.metric("frictionwatch_records_total")
     asyncio.run(produce(worker.settings.bootstrap_servers, records))
     request = urllib.request.Request(f"{worker.web}/v1/sessions", data=b"{}", method="POST")

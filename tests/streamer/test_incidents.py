@@ -164,6 +164,21 @@ def test_observation_without_route_is_other() -> None:
 
 
 # -- the stream, on its own embedded broker ----------------------------------------------
+def collected(records: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """The beacons as the collector publishes them: each event stamped with the beacon's
+    receive time (``received_at``), here the time of its last event.
+
+    The stream's incidents run on server time, never on a browser's ``ts``: simulated
+    traffic produced as a backlog in seconds must carry the times it was "received" at.
+    """
+    out = []
+    for key, value in records:
+        events = orjson.loads(value)
+        received = max(e["ts"] for e in events)
+        out.append((key, orjson.dumps([dict(e, received_at=received) for e in events])))
+    return out
+
+
 @pytest.fixture(scope="module")
 def own_broker() -> Iterator[EmbeddedBroker]:
     """A broker of its own: fleet-wide means every signal on it, so no other test's."""
@@ -187,7 +202,8 @@ def test_stream_opens_and_closes_the_outage_incident(own_broker: EmbeddedBroker,
     try:
         w.wait_consuming(own_broker)
         bootstrap = w.settings.bootstrap_servers
-        asyncio.run(produce(bootstrap, simulate.interleave(sessions)))
+        records = collected(simulate.interleave(sessions))
+        asyncio.run(produce(bootstrap, records))
 
         def closed(records: list) -> bool:
             return any(orjson.loads(r.value)["kind"] == "incident_close" for r in records)
@@ -198,6 +214,11 @@ def test_stream_opens_and_closes_the_outage_incident(own_broker: EmbeddedBroker,
             ("incident_open", CHECKOUT), ("incident_close", CHECKOUT)], f"{found} (log {w.log})"
         opened, close = found
         assert window.start_ts <= opened["ts"] <= window.start_ts + 2 * MIN
+        # Replay over the same records (received_at included) opens the same incident.
+        engine = Engine.from_config({**RULES_ONLY, "incidents": {"learn_ms": 600_000}})
+        again = incidents(list(replay_lines((v for _, v in records), engine,
+                                            max_record_bytes=1 << 18)))
+        assert again[0] == opened
         assert close["ts"] > window.end_ts and close["incident_id"] == opened["incident_id"]
         labels = {"route": "/checkout", "failure": "checkout_failure"}
         wait_for(lambda: w.metric("frictionwatch_incident_changes_total", kind="close") >= 1, 30,
