@@ -213,26 +213,6 @@ def _check_fields(event: Event, fields: dict[str, Spec], on_scrub: OnScrub) -> N
             event[name] = _clean(name, value, kind, on_scrub)
 
 
-def _too_deep(value: Any, limit: int = MAX_DEPTH) -> bool:
-    """Whether objects and arrays in ``value`` nest deeper than ``limit`` (``value``
-    itself is level 1); iterative, so no input can exhaust the stack.
-
-    >>> _too_deep({"a": [[1]]}, 3), _too_deep({"a": [[[1]]]}, 3), _too_deep("x", 0)
-    (False, True, False)
-    """
-    if not isinstance(value, dict | list):
-        return False
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    while stack:
-        container, depth = stack.pop()
-        if depth > limit:
-            return True
-        for child in container.values() if isinstance(container, dict) else container:
-            if isinstance(child, dict | list):
-                stack.append((child, depth + 1))
-    return False
-
-
 def _clean_unknown(event: Event, names: Any, on_scrub: OnScrub) -> None:
     """Fields without a rule of their own are kept (producers may add fields), their
     strings cleaned as free text wherever they are, their nesting bounded."""
@@ -319,9 +299,9 @@ def decode_record(
     is given it must be the events' ``session_id``: partitioning by session is what
     keeps a session's state on one worker.
 
-    A refused element nesting deeper than :data:`MAX_DEPTH` makes the whole record
-    refused (``too_large``): an element is dead-lettered on its own, re-encoded, and
-    orjson cannot encode past 255 levels; the record's own bytes always can be kept.
+    A refused element, however deep it nests, costs only itself: its dead letter is
+    its own bytes cut out of the record, never a re-encoding (which orjson cannot do
+    past 255 levels).
     """
     if len(value) > max_bytes:
         raise InvalidEvent("too_large", f"record is {len(value)} bytes, the cap is {max_bytes}")
@@ -358,9 +338,6 @@ def decode_record(
         except InvalidEvent as exc:
             if single:
                 raise
-            if _too_deep(item):  # a refused element is re-encoded for its dead letter
-                raise InvalidEvent("too_large", f"element {index} nests deeper than "
-                                                f"{MAX_DEPTH} levels") from None
             exc.index = index
             errors.append(exc)
     return events, errors
