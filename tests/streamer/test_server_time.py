@@ -126,11 +126,13 @@ def test_received_at_is_the_server_time_and_drift_is_counted() -> None:
     send(pipeline, dict(view, ts=base + 86_400_000, received_at=base + 2000), None)
     assert sample(metrics, "frictionwatch_clock_skew_total", kind="drift") == 1
     assert pipeline.watermark == base + 2000
-    # received_at wins over the record timestamp; an unusable one falls back to it.
+    # received_at wins over the record timestamp; one that is not a time is refused at
+    # decode (a dead letter), so it moves no clock.
     send(pipeline, dict(view, ts=base, received_at=base + 3000), (base + 10_000) / 1000)
     assert pipeline.watermark == base + 3000
     send(pipeline, dict(view, ts=base, received_at="soon"), (base + 4000) / 1000)
-    assert pipeline.watermark == base + 4000
+    assert pipeline.watermark == base + 3000
+    assert sample(metrics, "frictionwatch_invalid_events_total", reason="wrong_type") == 1
 
 
 def test_server_times_from_the_future_are_capped_at_the_wall_clock() -> None:
