@@ -62,6 +62,7 @@ import sys
 from bisect import bisect_right
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Final
 
@@ -146,6 +147,38 @@ def _quantile(values: Sequence[float], q: float) -> float | None:
     return float(ordered[low] + (ordered[high] - ordered[low]) * (pos - low))
 
 
+@dataclass
+class _Replayed:
+    """What a replay's output lines say, tallied: signal times per (session, detector)."""
+
+    signals: dict[tuple[str, str], list[int]] = field(default_factory=lambda: defaultdict(list))
+    signal_count: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    signalled: set[str] = field(default_factory=set)
+    intervened: set[str] = field(default_factory=set)
+    kinds: dict[str, int] = field(default_factory=lambda: dict.fromkeys(INTERVENTION_KINDS, 0))
+    holdout_interventions: int = 0
+    holdout_sessions: set[str] = field(default_factory=set)
+
+    @classmethod
+    def tally(cls, records: Iterable[Mapping[str, Any]]) -> _Replayed:
+        out = cls()
+        for record in records:
+            kind, sid = record["kind"], record["session_id"]
+            if kind == "signal":
+                out.signals[sid, record["detector"]].append(record["ts"])
+                out.signal_count[record["detector"]] += 1
+                out.signalled.add(sid)
+            else:
+                out.intervened.add(sid)
+                out.kinds[kind] = out.kinds.get(kind, 0) + 1
+                if record.get("delivered") is False:
+                    out.holdout_interventions += 1
+                    out.holdout_sessions.add(sid)
+        for times in out.signals.values():
+            times.sort()
+        return out
+
+
 def evaluate(
     records: Iterable[Mapping[str, Any]],
     labels: Iterable[Mapping[str, Any]],
@@ -161,34 +194,46 @@ def evaluate(
     even when they have no episodes and never fire; label types and signalling
     detectors not among them are reported too.
     """
-    signals: dict[tuple[str, str], list[int]] = defaultdict(list)
-    signal_count: dict[str, int] = defaultdict(int)
-    signalled: set[str] = set()
-    intervened: set[str] = set()
-    kinds: dict[str, int] = dict.fromkeys(INTERVENTION_KINDS, 0)
-    holdout_interventions = 0
-    holdout_sessions: set[str] = set()
-    for record in records:
-        kind, sid = record["kind"], record["session_id"]
-        if kind == "signal":
-            signals[sid, record["detector"]].append(record["ts"])
-            signal_count[record["detector"]] += 1
-            signalled.add(sid)
-        else:
-            intervened.add(sid)
-            kinds[kind] = kinds.get(kind, 0) + 1
-            if record.get("delivered") is False:
-                holdout_interventions += 1
-                holdout_sessions.add(sid)
-    for times in signals.values():
-        times.sort()
-
+    replayed = _Replayed.tally(records)
     by_key: dict[tuple[str, str], list[int]] = defaultdict(list)
     for label in labels:
         by_key[label["session_id"], label["type"]].append(label["onset_ts"])
-
     names = list(dict.fromkeys([*detectors, *sorted({t for _, t in by_key}),
-                                *sorted(signal_count)]))
+                                *sorted(replayed.signal_count)]))
+    per_detector = _per_detector(names, replayed, by_key, sessions, tolerance_ms)
+    labelled = {sid for sid, _ in by_key}
+    all_sessions = set(sessions) | labelled | replayed.signalled | replayed.intervened
+    clean = all_sessions - labelled
+    n = len(all_sessions)
+    kinds = replayed.kinds
+    total = sum(kinds.values())
+    return {
+        "detectors": per_detector,
+        "sessions": n,
+        "labelled_sessions": len(labelled),
+        "labels": sum(len(v) for v in by_key.values()),
+        "clean_sessions": len(clean),
+        "clean_nudged_share": _ratio(len(clean & replayed.intervened), len(clean)),
+        "clean_signalled_share": _ratio(len(clean & replayed.signalled), len(clean)),
+        "interventions": {"total": total, **kinds},
+        "interventions_per_session": _ratio(total, n),
+        "interventions_per_session_by_kind": {k: _ratio(v, n) for k, v in kinds.items()},
+        "holdout_interventions": replayed.holdout_interventions,
+        "holdout_sessions": len(replayed.holdout_sessions),
+        "tolerance_ms": tolerance_ms,
+    }
+
+
+def _per_detector(
+    names: Sequence[str],
+    replayed: _Replayed,
+    by_key: Mapping[tuple[str, str], list[int]],
+    sessions: Mapping[str, Sequence[int]],
+    tolerance_ms: int,
+) -> dict[str, dict[str, Any]]:
+    """Episodes, detections and time to detect (labels' view); fired and false
+    positives (signals' view), per detector."""
+    signals = replayed.signals
     stats: dict[str, dict[str, Any]] = {
         name: {"episodes": 0, "detected": 0, "early": 0, "ms": [], "events": []} for name in names
     }
@@ -216,44 +261,23 @@ def evaluate(
         onsets = by_key.get((sid, name), [])
         true_pos[name] += any(onset - tolerance_ms <= times[0] for onset in onsets)
 
-    per_detector: dict[str, dict[str, Any]] = {}
-    for name in names:
-        s = stats[name]
-        per_detector[name] = {
-            "episodes": s["episodes"],
-            "detected": s["detected"],
-            "missed": s["episodes"] - s["detected"],
-            "early": s["early"],
+    return {
+        name: {
+            "episodes": stats[name]["episodes"],
+            "detected": stats[name]["detected"],
+            "missed": stats[name]["episodes"] - stats[name]["detected"],
+            "early": stats[name]["early"],
             "fired": fired_in[name],
             "false_positives": fired_in[name] - true_pos[name],
-            "signals": signal_count[name],
+            "signals": replayed.signal_count[name],
             "precision": _ratio(true_pos[name], fired_in[name]),
-            "recall": _ratio(s["detected"], s["episodes"]),
-            "median_detect_ms": _quantile(s["ms"], 0.5),
-            "p90_detect_ms": _quantile(s["ms"], 0.9),
-            "median_detect_events": _quantile(s["events"], 0.5),
-            "p90_detect_events": _quantile(s["events"], 0.9),
+            "recall": _ratio(stats[name]["detected"], stats[name]["episodes"]),
+            "median_detect_ms": _quantile(stats[name]["ms"], 0.5),
+            "p90_detect_ms": _quantile(stats[name]["ms"], 0.9),
+            "median_detect_events": _quantile(stats[name]["events"], 0.5),
+            "p90_detect_events": _quantile(stats[name]["events"], 0.9),
         }
-
-    labelled = {sid for sid, _ in by_key}
-    all_sessions = set(sessions) | labelled | signalled | intervened
-    clean = all_sessions - labelled
-    n = len(all_sessions)
-    total = sum(kinds.values())
-    return {
-        "detectors": per_detector,
-        "sessions": n,
-        "labelled_sessions": len(labelled),
-        "labels": sum(len(v) for v in by_key.values()),
-        "clean_sessions": len(clean),
-        "clean_nudged_share": _ratio(len(clean & intervened), len(clean)),
-        "clean_signalled_share": _ratio(len(clean & signalled), len(clean)),
-        "interventions": {"total": total, **kinds},
-        "interventions_per_session": _ratio(total, n),
-        "interventions_per_session_by_kind": {k: _ratio(v, n) for k, v in kinds.items()},
-        "holdout_interventions": holdout_interventions,
-        "holdout_sessions": len(holdout_sessions),
-        "tolerance_ms": tolerance_ms,
+        for name in names
     }
 
 
