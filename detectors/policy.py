@@ -4,7 +4,8 @@ Each session carries a friction score: the sum of its signals' strengths (times 
 per-detector weight), each decaying with event time (half-life ``half_life_ms``), so
 three small problems in a minute count more than three spread over an hour. Rules:
 
-1. A ``help_request`` is always honoured with a handoff: no cooldown, no cap.
+1. A ``help_request`` is always honoured with a handoff: no cooldown, no cap, and
+   never held out (rule 6) nor second-guessed (rule 7).
 2. After a handoff nothing else is sent: escalation only goes up.
 3. A signal asking for a handoff (e.g. the third failed payment) gets one.
 4. A nudge that did not help escalates: once a session was nudged, a score reaching
@@ -14,6 +15,15 @@ three small problems in a minute count more than three spread over an hour. Rule
 6. A ``holdout_share`` of sessions (by a hash of the session id, so the same session
    is always in or out) is decided for but never shown: ``delivered`` is false. Their
    policy state moves exactly as if shown, so treated and holdout stay comparable.
+7. An ``uplift_share`` of sessions (by another hash of the session id: the
+   "targeted" arm; the others are the "rules" arm) let an uplift model choose what to
+   do wherever the rules would intervene: nothing, a nudge or a handoff (the
+   ``target`` callback of :meth:`Policy.decide`, which the engine passes once its
+   model has learned enough). Guard rails never move: a help request, or a signal
+   asking for a handoff (repeated failed payments), gets the handoff whatever the
+   model says, and the caps (cooldown, ``max_interventions``, nothing after a
+   handoff) hold for whatever it chooses. ``handoff_cost`` is what a person's time
+   costs, in conversion probability: a handoff must gain that much more.
 
 >>> from detectors.base import Signal
 >>> policy = Policy()
@@ -27,12 +37,30 @@ True
 'handoff'
 >>> policy.decide(state, "s1", 10, [Signal("rage_click", 0.9, ts=99000)]) is None  # handed off
 True
+
+In the targeted arm the rules propose and the target disposes (here: never a nudge):
+
+>>> targeted = Policy(uplift_share=1.0)
+>>> targeted.arm("s2"), Policy().arm("s2")
+('targeted', 'rules')
+>>> asked = []
+>>> def target(allowed, kind):
+...     asked.append((allowed, kind))
+...     return None
+>>> state = {}
+>>> targeted.decide(state, "s2", 1, [Signal("rage_click", 0.7, ts=1000)], target=target) is None
+True
+>>> asked, state.get("interventions", 0)
+([(('nudge', 'handoff'), 'nudge')], 0)
+>>> targeted.decide(state, "s2", 2, [Signal("help_request", 1.0, ts=2000, action="handoff")],
+...                 target=target).kind  # a guard rail: the target is not asked
+'handoff'
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -108,6 +136,23 @@ def in_holdout(session_id: str, share: float) -> bool:
     return int.from_bytes(digest, "big") / 2**64 < share
 
 
+def in_targeted(session_id: str, share: float) -> bool:
+    """Is the session in the uplift-targeted arm? A hash independent of the holdout's,
+    so each arm has its own holdout.
+
+    >>> in_targeted("abc", 0.0), in_targeted("abc", 1.0)
+    (False, True)
+    """
+    digest = hashlib.blake2b(session_id.encode(), digest_size=8, person=b"fw-uplift").digest()
+    return int.from_bytes(digest, "big") / 2**64 < share
+
+
+#: Asked where the rules would intervene in the targeted arm: ``target(allowed, kind)``
+#: with the actions the caps allow now and the rules' own choice; returns the action
+#: to take, or None for nothing.
+Target = Callable[[tuple[Action, ...], Action], Action | None]
+
+
 def intervention_id(session_id: str, seq: int, kind: str) -> str:
     """Same session, same event position, same kind -> same id, on every replay."""
     raw = f"{session_id}\x1f{seq}\x1f{kind}".encode()
@@ -145,6 +190,14 @@ class Policy:
     high_risk: float = setting(
         0.7, low=0, high=1,
         doc=f"risk at which thresholds drop (nudge x{HIGH_RISK_NUDGE}, handoff x{HIGH_RISK_HANDOFF})")
+    uplift_share: float = setting(
+        0.0, low=0, high=1,
+        doc="sessions (by a hash of the id) where the uplift model chooses, once it has learned "
+            "[model] uplift_warmup outcomes; the rest keep the rules (the comparison arm)")
+    handoff_cost: float = setting(
+        0.02, low=0, high=1,
+        doc="conversion probability a handoff must gain beyond a nudge or nothing to be chosen "
+            "by the uplift model (a person's time)")
 
     def __post_init__(self) -> None:
         check(self)
@@ -184,6 +237,10 @@ class Policy:
         state.update(score=round(score, 6), score_ts=at)
         return float(score)
 
+    def arm(self, session_id: str) -> str:
+        """"targeted" (the uplift model may choose) or "rules"."""
+        return "targeted" if in_targeted(session_id, self.uplift_share) else "rules"
+
     def is_open(self, state: dict[str, Any]) -> bool:
         """Could anything but a help request still reach this session?"""
         return not state.get("handed_off") and state.get("interventions", 0) < self.max_interventions
@@ -203,11 +260,15 @@ class Policy:
         seq: int,
         signals: Sequence[Signal],
         risk: float | None = None,
+        *,
+        target: Target | None = None,
     ) -> Decision | None:
         """Decide for the event at position ``seq``; ``state`` is the policy's own slice.
 
         ``risk`` (P(abandon) from a model, if one runs) lowers the thresholds for a
         session at or above ``high_risk``: the same friction escalates sooner there.
+        ``target`` (see :data:`Target`) chooses instead of the rules for a session in
+        the targeted arm, except at a guard rail.
         """
         if not signals:
             return None
@@ -222,18 +283,19 @@ class Policy:
         urgent = risk is not None and risk >= self.high_risk
         nudge_at = self.nudge_threshold * (HIGH_RISK_NUDGE if urgent else 1.0)
         handoff_at = self.handoff_threshold * (HIGH_RISK_HANDOFF if urgent else 1.0)
-        if (
-            asked
-            or any(s.action == "handoff" for s in signals)
-            or (state.get("nudged") and score >= handoff_at)
-        ):
+        guarded = asked or any(s.action == "handoff" for s in signals)
+        cooling = ts - state.get("last_ts", -self.cooldown_ms - 1) < self.cooldown_ms
+        if guarded or (state.get("nudged") and score >= handoff_at):
             kind: Action = "handoff"
-        elif score < nudge_at:
-            return None
-        elif ts - state.get("last_ts", -self.cooldown_ms - 1) < self.cooldown_ms:
+        elif score < nudge_at or cooling:
             return None
         else:
             kind = "nudge"
+        if target is not None and not guarded and in_targeted(session_id, self.uplift_share):
+            chosen = target(("handoff",) if cooling else ("nudge", "handoff"), kind)
+            if chosen is None:
+                return None
+            kind = chosen
         state.update(interventions=given + 1, last_ts=ts, last_kind=kind)
         state["handed_off" if kind == "handoff" else "nudged"] = True
         strongest = max(signals, key=lambda s: s.strength)
@@ -245,7 +307,7 @@ class Policy:
             reasons=tuple(sorted(signals, key=lambda s: -s.strength)),
             message=self.variants(message_key)[0],
             risk=round(min(1.0, score / self.handoff_threshold) if risk is None else risk, 4),
-            delivered=not in_holdout(session_id, self.holdout_share),
+            delivered=asked or not in_holdout(session_id, self.holdout_share),
             score=round(score, 4),
             message_key=message_key if message_key in self.messages else "default",
         )

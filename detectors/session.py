@@ -24,12 +24,14 @@ from typing import Any, Final
 import orjson
 
 from detectors import registry
-from detectors.base import Detector, Signal
+from detectors.base import Action, Detector, Signal
 from detectors.events import KNOWN_TYPES, Event, url_path
 from detectors.incidents import IncidentDetector
-from detectors.model import Features, Models, features, learn_outcome, snapshot
+from detectors.model import Features, Models, features, funnel_stage, learn_outcome, snapshot
 from detectors.policy import Decision, Policy, decayed
 from detectors.routes import Routes
+from detectors.uplift_model import context as uplift_context
+from detectors.uplift_model import payment_class
 
 # Bounds on what a session remembers, so state size does not grow with its length.
 MAX_PAGES = 12
@@ -215,8 +217,9 @@ class SessionState:
     policy: dict[str, Any] = field(default_factory=dict)
     signal_counts: dict[str, int] = field(default_factory=dict)
     #: The models' slice: ``snap`` (the last risk :func:`~detectors.model.snapshot`),
-    #: ``result``, ``holdout``, ``flagged`` and ``variant`` (the nudge variant shown, a
-    #: dict of :data:`VARIANT_KEYS`).
+    #: ``result``, ``holdout``, ``flagged``, ``variant`` (the nudge variant shown, a
+    #: dict of :data:`VARIANT_KEYS`) and ``uplift`` (the decision the uplift model
+    #: learns from: ``keys``, ``action``, ``shown``, ``estimate``).
     model: dict[str, Any] = field(default_factory=dict)
     #: The fleet's clock (server time, ms) when this session's latest event was processed.
     seen_at: int | None = None
@@ -426,6 +429,15 @@ class Outcome:
     #: The fleet's time of the event (its server receive time), set by the caller that
     #: knows it (the pipeline); fleet-wide incidents run on it, never on ``ts``.
     server_ts: int | None = None
+    #: On a decision point (the rules would intervene) and on the outcome: the session's
+    #: arm ("rules" or "targeted", see ``Policy.uplift_share``).
+    arm: str | None = None
+    #: On a decision point: what the rules alone decided ("nudge" or "handoff"); the
+    #: decision (or its absence: an intervention avoided) is what was done instead.
+    rules_kind: str | None = None
+    #: On the outcome of a targeted session decided for: the uplift the model estimated
+    #: for what it decided (shown or held out).
+    estimate: float | None = None
 
     def records(self) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = [
@@ -517,6 +529,26 @@ OnOutcome = Callable[[SessionState, Event | None, Outcome], None]
 OnLearn = Callable[[Learned], None]
 
 
+class _Asked:
+    """What the policy asked the uplift model on one event, and what it answered."""
+
+    __slots__ = ("estimate", "kind")
+
+    def __init__(self) -> None:
+        self.kind: Action | None = None
+        self.estimate: float | None = None
+
+    def target(
+        self, choose: Callable[[tuple[Action, ...]], tuple[str | None, float | None]]
+    ) -> Callable[[tuple[Action, ...], Action], Action | None]:
+        def target(allowed: tuple[Action, ...], kind: Action) -> Action | None:
+            self.kind = kind
+            chosen, self.estimate = choose(allowed)
+            return "nudge" if chosen == "nudge" else "handoff" if chosen == "handoff" else None
+
+        return target
+
+
 def _then(first: Callable[..., None] | None,
           second: Callable[..., None] | None) -> Callable[..., None] | None:
     if first is None or second is None:
@@ -598,14 +630,31 @@ class Engine:
     def incidents(self) -> IncidentDetector:
         return self.rules.incidents
 
-    def features(self, state: SessionState) -> Features:
+    def features(self, state: SessionState, *, causes: bool = True) -> Features:
+        """The models' view of the session now (see :func:`detectors.model.features`);
+        ``causes=False`` leaves out the funnel stage, failed payments by class and time
+        stuck (the anomaly model's view: what it learned before they existed)."""
         p = state.policy
         friction = decayed(p.get("score", 0.0), p.get("score_ts"), state.last_ts,
                            self.rules.policy.half_life_ms)
+        if not causes:
+            return features(
+                state.counts, state.signal_counts, friction=friction,
+                duration_ms=(state.last_ts or 0) - (state.first_ts or 0), pages=len(state.pages),
+                interventions=p.get("interventions", 0), causes=False,
+            )
+        checkout = state.checkout
+        payments = {payment_class(v) for v in (*checkout.get("codes", ()),
+                                                *checkout.get("reasons", ()))}
+        last = state.last_ts or 0
         return features(
             state.counts, state.signal_counts, friction=friction,
-            duration_ms=(state.last_ts or 0) - (state.first_ts or 0), pages=len(state.pages),
+            duration_ms=last - (state.first_ts or 0), pages=len(state.pages),
             interventions=p.get("interventions", 0),
+            stage=funnel_stage(state.pages, self.models.stages) if self.models else funnel_stage(
+                state.pages),
+            payments=[c for c in payments if c is not None],
+            stuck_ms=last - state.signals[0]["ts"] if state.signals else 0,
         )
 
     def step(self, state: SessionState, event: Event) -> Outcome:
@@ -614,7 +663,9 @@ class Engine:
         The risk model scores only when this event raised a signal and the session can
         still get an intervention: elsewhere its score could not change a decision.
         The anomaly model looks at milestone events of sessions that can still get
-        one. Both learn from outcomes (purchase, session_end, or :meth:`expire`).
+        one. Where the rules would intervene, in the targeted arm (``[policy]
+        uplift_share``), the uplift model chooses once it is warm (guard rails
+        excepted). All learn from outcomes (purchase, session_end, or :meth:`expire`).
         """
         outcome = self._step(state, event)
         if self.on_outcome is not None:
@@ -632,9 +683,10 @@ class Engine:
         rules = self.rules
         kind = event["type"]
         result = group = None
+        estimate = None
         if kind in ("purchase", "session_end"):
             # Features from before the outcome: the event itself would give it away.
-            result, group = self._learn_outcome(state, abandoned=kind == "session_end")
+            result, group, estimate = self._learn_outcome(state, abandoned=kind == "session_end")
         elif kind in ("intervention_accepted", "intervention_dismissed"):
             self._reward_variant(state, event["intervention_id"], kind == "intervention_accepted")
         state.remember(event)
@@ -650,13 +702,31 @@ class Engine:
         for signal in signals:
             state.signal_counts[signal.detector] = state.signal_counts.get(signal.detector, 0) + 1
             _push(state.signals, {"ts": signal.ts, **signal.as_dict()}, MAX_SIGNALS)
+        policy = rules.policy
+        arm = policy.arm(state.session_id) if result is not None else None
         if not signals:
-            return Outcome(state.session_id, anomaly=anomaly, result=result, group=group)
+            return Outcome(state.session_id, anomaly=anomaly, result=result, group=group,
+                           arm=arm, estimate=estimate)
+        keys: list[str] | None = None
         if models is not None and is_open:
+            # The features at the moment of decision: risk scores them now and learns
+            # from them at the outcome; the uplift model's context comes from them.
             x = self.features(state)
             risk = models.risk.score(x)
             state.model["snap"] = snapshot(x, risk)
-        decision = rules.policy.decide(state.policy, state.session_id, state.seq, signals, risk)
+            keys = uplift_context(x, max(signals, key=lambda s: s.strength).detector)
+        asked = _Asked()
+        target = None
+        if keys is not None and models is not None and models.uplift.warm:
+            uplift, cost = models.uplift, policy.handoff_cost
+            target = asked.target(lambda allowed: uplift.choose(keys, allowed, handoff_cost=cost))
+        decision = policy.decide(state.policy, state.session_id, state.seq, signals, risk,
+                                 target=target)
+        rules_kind = asked.kind or (decision.kind if decision is not None else None)
+        if rules_kind is not None:
+            arm = policy.arm(state.session_id)
+            if keys is not None:
+                self._note_uplift(state, keys, decision, asked, arm == "targeted")
         if decision is not None:
             decision = self._choose_variant(state, decision)
             if not decision.delivered:
@@ -664,7 +734,31 @@ class Engine:
         context = state.context() if decision and decision.kind == "handoff" else None
         route = rules.routes.route(event.get("page") or (state.pages[-1] if state.pages else None))
         return Outcome(state.session_id, tuple(signals), decision, context, risk=risk,
-                       anomaly=anomaly, result=result, group=group, route=route)
+                       anomaly=anomaly, result=result, group=group, route=route, arm=arm,
+                       rules_kind=rules_kind, estimate=estimate)
+
+    def _note_uplift(self, state: SessionState, keys: list[str], decision: Decision | None,
+                     asked: _Asked, targeted: bool) -> None:
+        """Keep the decision the uplift model will learn from at the outcome: the first
+        decision point, replaced by a stronger intervention decided later."""
+        models = self.models
+        assert models is not None
+        previous = state.model.get("uplift")
+        if decision is None:  # the model chose to do nothing
+            if previous is None:
+                state.model["uplift"] = {"keys": keys, "action": "none", "shown": False,
+                                         "estimate": None}
+            return
+        if previous is not None and previous["action"] != "none" and not (
+                decision.kind == "handoff" and previous["action"] == "nudge"):
+            return
+        estimate = asked.estimate
+        if estimate is None and targeted and models.uplift.warm:
+            estimate = models.uplift.estimate(keys, decision.kind)[0]  # at a guard rail
+        state.model["uplift"] = {
+            "keys": keys, "action": decision.kind, "shown": decision.delivered,
+            "estimate": None if estimate is None else round(estimate, 6),
+        }
 
     def _look_for_anomaly(
         self, state: SessionState, event: Event, signals: list[Signal], models: Models
@@ -682,40 +776,45 @@ class Engine:
             state.policy, event["ts"], models.anomaly_strength * weight + sum(
                 s.strength * policy.weights.get(s.detector, 1.0) for s in signals)
         ):
-            x = self.features(state)
+            x = self.features(state, causes=False)
             score, flagged = models.anomaly.score(x)
             if flagged:
                 state.model["flagged"] = True
                 signals.append(Signal("anomalous_session", models.anomaly_strength, event["ts"],
                                       evidence={"score": round(score, 4)}))
         if state.seq % models.anomaly_sample == 0:
-            models.anomaly.learn(x if x is not None else self.features(state))
+            models.anomaly.learn(x if x is not None else self.features(state, causes=False))
         return score
 
     def expire(self, state: SessionState) -> Outcome:
         """The session went quiet past the timeout: abandoned, unless it converted."""
-        result, group = self._learn_outcome(state, abandoned=True)
-        outcome = Outcome(state.session_id, result=result, group=group)
+        result, group, estimate = self._learn_outcome(state, abandoned=True)
+        outcome = Outcome(state.session_id, result=result, group=group, estimate=estimate,
+                          arm=self.rules.policy.arm(state.session_id) if result else None)
         if self.on_outcome is not None:
             self.on_outcome(state, None, outcome)
         return outcome
 
-    def _learn_outcome(self, state: SessionState, *, abandoned: bool) -> tuple[str | None, str]:
+    def _learn_outcome(
+        self, state: SessionState, *, abandoned: bool
+    ) -> tuple[str | None, str, float | None]:
+        """(result, group, the uplift estimated for the session) on its first outcome."""
         m = state.model
         group = "holdout" if m.get("holdout") else (
             "treated" if state.policy.get("interventions") else "none")
         if m.get("result"):
-            return None, group  # one outcome per session: the first one counts
+            return None, group, None  # one outcome per session: the first one counts
         m["result"] = "abandoned" if abandoned else "converted"
         models = self.models
+        estimate = None
         if models is not None:
             snap = m.pop("snap", None)
             scored_at = "signal"
             if snap is None:  # never scored: score now, still before learning
                 scored_at = "outcome"
                 x = self.features(state)
-                snap = snapshot(x, models.risk.score(x))
-            learn_outcome(models, snap, abandoned)
+                snap = snapshot(x, models.risk.score(x, at_decision=False))
+            learn_outcome(models, snap, abandoned, at_decision=scored_at == "signal")
             if self.on_learn is not None:
                 self.on_learn(Learned(state.session_id, dict(snap["features"]),
                                       float(snap["predicted"]), abandoned, scored_at))
@@ -723,7 +822,14 @@ class Engine:
             if variant and not variant["rewarded"]:
                 models.chooser.reward(variant["message_key"], variant["arm"], not abandoned)
                 variant["rewarded"] = True
-        return m["result"], group
+            decided = m.get("uplift")
+            if decided is not None:
+                # What reached the session: the control learns from the holdout (and
+                # from sessions the model chose to leave alone).
+                action = decided["action"] if decided["shown"] else "none"
+                models.uplift.learn(decided["keys"], action, not abandoned)
+                estimate = decided["estimate"]
+        return m["result"], group, estimate
 
     def _choose_variant(self, state: SessionState, decision: Decision) -> Decision:
         if self.models is None or decision.kind != "nudge":

@@ -6,7 +6,10 @@ configured patterns): never a session id, a URL or anything else a client contro
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from collections.abc import Callable
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Summary
 
 from detectors.events import KNOWN_TYPES, REASONS
 from detectors.scrub import KINDS as SCRUB_KINDS  # what decode-time scrubbing did to a value
@@ -25,6 +28,13 @@ WEB_REASONS = (
 FEED_OUTCOMES = ("fanned_out", "holdout", "duplicate", "invalid")
 DISCONNECT_REASONS = ("client_gone", "slow", "replaced", "shutdown")
 WEBHOOK_OUTCOMES = ("delivered", "retried", "dead_lettered", "duplicate", "invalid")
+
+#: The policy's arms (``[policy] uplift_share``), decision kinds and session groups.
+ARMS = ("rules", "targeted")
+ACTIONS = ("none", "nudge", "handoff")
+GROUPS = ("treated", "holdout", "none")
+#: Outcomes between two updates of the model gauges the engine observer sets.
+MODEL_GAUGE_EVERY = 50
 
 #: Event->decision latency buckets, in seconds (the goal is well under a second).
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
@@ -141,6 +151,54 @@ class Metrics:
         for result in ("converted", "abandoned"):
             for group in ("treated", "holdout", "none"):
                 self.outcomes.labels(result, group)
+        # -- models that change decisions: risk at decision, the uplift-targeted arm -------
+        self.risk_auc_at_decision = Gauge(
+            "frictionwatch_model_risk_auc_at_decision",
+            "Rolling ROC AUC of the risk model over the outcomes it scored at a decision "
+            "(the scores the policy used).", registry=r,
+        )
+        self.arm_outcomes = Counter(
+            "frictionwatch_arm_outcomes",
+            "Session outcomes by policy arm (rules, targeted: [policy] uplift_share), group "
+            "(treated, holdout, none) and result (converted, abandoned).",
+            ["arm", "group", "result"], registry=r,
+        )
+        self.arm_decisions = Counter(
+            "frictionwatch_arm_decisions",
+            "Decision points (the rules would intervene) by arm, the rules' choice and what was "
+            "decided (chosen=none: an intervention the uplift model avoided).",
+            ["arm", "rules", "chosen"], registry=r,
+        )
+        self.arm_interventions = Counter(
+            "frictionwatch_arm_interventions", "Interventions shown (delivered), by arm and kind.",
+            ["arm", "kind"], registry=r,
+        )
+        self.uplift_estimated = Summary(
+            "frictionwatch_uplift_estimated",
+            "The uplift model's estimated uplift (P(convert) points) of what it decided, per "
+            "targeted session decided for (shown or held out), at the session's outcome.",
+            registry=r,
+        )
+        self.uplift_learned = Gauge(
+            "frictionwatch_uplift_outcomes_learned",
+            "Outcomes the uplift model learned, by what reached the session (none: control).",
+            ["action"], registry=r,
+        )
+        self.uplift_warm = Gauge(
+            "frictionwatch_uplift_warm",
+            "1 once the uplift model has learned enough to decide ([model] uplift_warmup).",
+            registry=r,
+        )
+        for arm in ARMS:
+            for result in ("converted", "abandoned"):
+                for group in GROUPS:
+                    self.arm_outcomes.labels(arm, group, result)
+            for kind in ("nudge", "handoff"):
+                self.arm_interventions.labels(arm, kind)
+                for chosen in ACTIONS:
+                    self.arm_decisions.labels(arm, kind, chosen)
+        for action in ACTIONS:
+            self.uplift_learned.labels(action)
         # -- browser endpoints: tokens, refusals, live delivery over SSE -------------------
         self.web_rejections = Counter(
             "frictionwatch_web_rejections",
@@ -217,3 +275,41 @@ class Metrics:
     def count_scrub(self, kind: str) -> None:
         """An ``on_scrub`` callback for :func:`detectors.events.decode_record`."""
         self.scrubbed_by_kind[kind].inc()
+
+    def watch_models(self, models: Any) -> Callable[[Any, Any, Any], None]:
+        """An engine ``on_outcome`` callback counting the arms (decisions, interventions
+        shown, outcomes, the model's estimates) and setting the models' gauges.
+
+        ``models`` is the engine's :class:`detectors.model.Models` (None: models off).
+        Pass it to ``Engine.observed(on_outcome=...)``; decision points and outcomes are
+        a few per session, every other event returns at once.
+        """
+        outcomes_seen = 0
+
+        def observe(state: Any, event: Any, outcome: Any) -> None:
+            nonlocal outcomes_seen
+            if outcome.rules_kind is None and outcome.result is None:
+                return
+            arm, decision = outcome.arm or "rules", outcome.decision
+            if outcome.rules_kind is not None:
+                self.arm_decisions.labels(arm, outcome.rules_kind,
+                                          decision.kind if decision else "none").inc()
+            if decision is not None and decision.delivered:
+                self.arm_interventions.labels(arm, decision.kind).inc()
+            if outcome.result is None:
+                return
+            self.arm_outcomes.labels(arm, outcome.group or "none", outcome.result).inc()
+            if outcome.estimate is not None:
+                self.uplift_estimated.observe(outcome.estimate)
+            outcomes_seen += 1
+            if models is not None and outcomes_seen % MODEL_GAUGE_EVERY == 1:
+                self.set_model_gauges(models)
+
+        return observe
+
+    def set_model_gauges(self, models: Any) -> None:
+        """The gauges read off the models: risk AUC at decision, the uplift model's learning."""
+        self.risk_auc_at_decision.set(models.risk.auc_at_decision)
+        for action, n in models.uplift.learned.items():
+            self.uplift_learned.labels(action).set(n)
+        self.uplift_warm.set(1 if models.uplift.warm else 0)

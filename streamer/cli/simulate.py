@@ -17,12 +17,18 @@ def add(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     sm.add_argument("--events-out", help="write events as JSONL here")
     sm.add_argument("--labels-out", help="write friction labels as JSONL here")
     sm.add_argument("--broker", help="also produce the traffic to this Kafka")
+    sm.add_argument("--effects", choices=("uniform", "heterogeneous"), default="uniform",
+                    help="true effects of interventions (streamer/tools/world.py): the same "
+                    "--nudge-effect for everyone (default), or by the session's context")
     sm.add_argument("--nudge-effect", type=float, default=0.0,
-                    help="added to the conversion chance of friction sessions an intervention "
-                    "reaches (the true uplift; default 0)")
+                    help="with --effects uniform: added to the conversion chance of every "
+                    "session an intervention reaches (the true uplift; default 0: none)")
     sm.add_argument("--holdout-share", type=float, default=0.0,
-                    help="the policy's holdout_share: friction sessions in the holdout get no "
-                    "effect (set the same [policy] holdout_share to replay; default 0)")
+                    help="the policy's holdout_share: sessions in the holdout get no effect "
+                    "(set the same [policy] holdout_share to replay; default 0)")
+    sm.add_argument("--potential-outcomes", action="store_true",
+                    help="add each session's outcome with and without each intervention to the "
+                    "labels file (lines of type potential_outcomes; replay --labels reads them)")
     sm.add_argument("--outage", metavar="START_MIN:DURATION_MIN",
                     help="the payment gateway fails for every session from START_MIN minutes "
                     "into the traffic for DURATION_MIN minutes (see streamer/tools/outage.py)")
@@ -35,8 +41,8 @@ def main(args: argparse.Namespace) -> int:
 
     try:
         sessions = list(progress(
-            simulate.generate(args.seed, args.sessions, nudge_effect=args.nudge_effect,
-                              holdout_share=args.holdout_share),
+            simulate.generate(args.seed, args.sessions, effects=args.effects,
+                              nudge_effect=args.nudge_effect, holdout_share=args.holdout_share),
             sys.stderr, "simulate", total=args.sessions, unit="sessions"))
         if args.outage:
             window = outage.Outage.parse(args.outage)
@@ -46,7 +52,8 @@ def main(args: argparse.Namespace) -> int:
     except ValueError as exc:
         return options.fail(str(exc))
     if args.events_out or args.labels_out:
-        events, labels = simulate.write_jsonl(sessions, args.events_out, args.labels_out)
+        events, labels = simulate.write_jsonl(sessions, args.events_out, args.labels_out,
+                                              potential_outcomes=args.potential_outcomes)
         print(f"wrote {len(sessions)} sessions ({events} events, {labels} labels)", file=sys.stderr)
     if args.broker:
         from streamer.stream import worker

@@ -50,6 +50,7 @@ def build(
     engine = Engine.from_config(settings.detection)  # bad config fails here, before Kafka
     if models is not None and engine.models is not None:
         engine = Engine(engine.rules, models)
+    engine = engine.observed(on_outcome=metrics.watch_models(engine.models))  # arms, uplift
     app = transport.App(
         settings.app_id,
         fetch_max_wait_ms=settings.fetch_max_wait_ms,

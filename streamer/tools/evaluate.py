@@ -37,12 +37,36 @@ The models (:func:`model_report`; ``"model"`` in the replay report, null when th
 models are disabled; also what ``frictionwatch report`` prints):
 
 - ``risk_auc``: the risk model's rolling ROC AUC after the replay, over its last
-  ``auc_window`` outcomes, each scored before it was learned (prequential).
+  ``auc_window`` outcomes, each scored before it was learned (prequential), whenever it
+  was scored; ``risk_auc_at_decision``: the same over the outcomes scored at a decision
+  (a signal on a session that could still get an intervention): the scores the policy
+  used. Sessions that never signalled are scored only when their outcome comes, on
+  features that give it away (who reached the payment step mostly bought), which no
+  decision uses: they lift ``risk_auc`` and are not in ``risk_auc_at_decision``.
 - ``outcomes``: sessions whose outcome is known (after a replay: every session, as
   the replay ends the ones still open); ``outcomes_learned``: what the model learned.
 - ``uplift``: conversion of ``treated`` sessions (shown an intervention) minus that of
   ``holdout`` sessions (decided for, not shown), with Newcombe's 95% interval
   (:func:`detectors.uplift.uplift`); ``none``: sessions no intervention was decided for.
+- ``targeting`` (null until a session of the targeted arm has ended; see
+  ``[policy] uplift_share``): per arm (``rules``, ``targeted``) its sessions,
+  conversion, interventions shown, decision points, its own realised uplift (treated
+  vs holdout), ``conversions_gained`` (that uplift times its treated sessions) and
+  ``interventions_per_conversion_gained``; ``difference``: conversion of the targeted
+  arm minus the rules arm, with its interval, and ``conversions_gained`` by targeting
+  (that difference times the targeted sessions); ``interventions_avoided``: decision
+  points where the uplift model chose nothing; ``estimated_uplift``: the mean of the
+  model's estimates for the targeted sessions it decided for, beside their
+  ``realised_uplift``; ``uplift_learned`` and ``warm``: how far it has learned.
+
+With a labels file that holds potential outcomes (``simulate --potential-outcomes``),
+the replay report also has ``"truth"`` (:func:`truth_report`): the events realise each
+session's outcome under one assumed action (what the rules alone deliver), which the
+replayed policy may not have taken; ``truth`` picks, per session, the potential outcome
+of what the replay actually showed (the strongest intervention delivered; nothing when
+held out) and reports the conversions the replayed policy gets in the simulated world,
+how many sessions of the file agree with that, and the true uplift of the replay's
+decisions, to check the estimates against.
 
 >>> labels = [{"session_id": "a", "type": "rage_click", "onset_ts": 100}]
 >>> records = [{"kind": "signal", "session_id": "a", "ts": 120, "detector": "rage_click"},
@@ -72,7 +96,8 @@ from detectors.events import Event
 from detectors.registry import REGISTRY
 from detectors.session import Engine, Outcome, SessionState
 from detectors.uplift import uplift
-from streamer.metrics import Metrics
+from streamer.metrics import ARMS, Metrics
+from streamer.tools.simulate import POTENTIAL_OUTCOMES
 
 Label = dict[str, Any]
 Report = dict[str, Any]
@@ -284,8 +309,121 @@ def _per_detector(
 # -- the models: risk AUC, outcomes, uplift -------------------------------------------
 OUTCOMES_SAMPLE: Final = "frictionwatch_outcomes_total"
 RISK_AUC_SAMPLE: Final = "frictionwatch_model_risk_auc"
+RISK_AUC_AT_DECISION_SAMPLE: Final = "frictionwatch_model_risk_auc_at_decision"
 LEARNED_SAMPLE: Final = "frictionwatch_model_outcomes_learned"
+ARM_OUTCOMES_SAMPLE: Final = "frictionwatch_arm_outcomes_total"
+ARM_DECISIONS_SAMPLE: Final = "frictionwatch_arm_decisions_total"
+ARM_INTERVENTIONS_SAMPLE: Final = "frictionwatch_arm_interventions_total"
+ESTIMATED_SUM_SAMPLE: Final = "frictionwatch_uplift_estimated_sum"
+ESTIMATED_COUNT_SAMPLE: Final = "frictionwatch_uplift_estimated_count"
+UPLIFT_LEARNED_SAMPLE: Final = "frictionwatch_uplift_outcomes_learned"
+UPLIFT_WARM_SAMPLE: Final = "frictionwatch_uplift_warm"
+#: Samples that add up over workers (counters and the estimate's sum and count).
+_ADDITIVE: Final = (OUTCOMES_SAMPLE, ARM_OUTCOMES_SAMPLE, ARM_DECISIONS_SAMPLE,
+                    ARM_INTERVENTIONS_SAMPLE, ESTIMATED_SUM_SAMPLE, ESTIMATED_COUNT_SAMPLE,
+                    UPLIFT_LEARNED_SAMPLE)
 GROUPS: Final = ("treated", "holdout", "none")
+
+
+class ArmCounts:
+    """What the arm metrics count (see :meth:`streamer.metrics.Metrics.watch_models`)."""
+
+    def __init__(self) -> None:
+        #: (arm, group, result) -> sessions
+        self.outcomes: dict[tuple[str, str, str], float] = {}
+        #: (arm, rules, chosen) -> decision points
+        self.decisions: dict[tuple[str, str, str], float] = {}
+        #: (arm, kind) -> interventions shown
+        self.shown: dict[tuple[str, str], float] = {}
+        self.estimated_sum = 0.0
+        self.estimated_count = 0.0
+        self.learned: dict[str, float] = {}
+        self.warm = False
+
+    def add(self, sample: Any) -> bool:
+        """Count one Prometheus sample if it is an arm metric; True when it was."""
+        name, labels, value = sample.name, sample.labels, sample.value
+        if name == ARM_OUTCOMES_SAMPLE:
+            key = (labels["arm"], labels["group"], labels["result"])
+            self.outcomes[key] = self.outcomes.get(key, 0.0) + value
+        elif name == ARM_DECISIONS_SAMPLE:
+            key = (labels["arm"], labels["rules"], labels["chosen"])
+            self.decisions[key] = self.decisions.get(key, 0.0) + value
+        elif name == ARM_INTERVENTIONS_SAMPLE:
+            pair = (labels["arm"], labels["kind"])
+            self.shown[pair] = self.shown.get(pair, 0.0) + value
+        elif name == ESTIMATED_SUM_SAMPLE:
+            self.estimated_sum += value
+        elif name == ESTIMATED_COUNT_SAMPLE:
+            self.estimated_count += value
+        elif name == UPLIFT_LEARNED_SAMPLE:
+            self.learned[labels["action"]] = self.learned.get(labels["action"], 0.0) + value
+        elif name == UPLIFT_WARM_SAMPLE:
+            self.warm = self.warm or value > 0
+        else:
+            return False
+        return True
+
+
+def targeting_report(arms: ArmCounts, confidence: float = 0.95) -> Report | None:
+    """The ``targeting`` section (see the module docstring); None before any session of
+    the targeted arm has ended.
+
+    >>> arms = ArmCounts()
+    >>> for arm, group, result, n in [("rules", "treated", "converted", 100),
+    ...         ("rules", "treated", "abandoned", 300), ("rules", "holdout", "converted", 20),
+    ...         ("rules", "holdout", "abandoned", 80), ("targeted", "treated", "converted", 110),
+    ...         ("targeted", "treated", "abandoned", 190), ("targeted", "holdout", "converted", 15),
+    ...         ("targeted", "holdout", "abandoned", 60), ("targeted", "none", "abandoned", 125)]:
+    ...     arms.outcomes[arm, group, result] = n
+    >>> arms.shown = {("rules", "nudge"): 400, ("targeted", "nudge"): 300}
+    >>> arms.decisions = {("targeted", "nudge", "none"): 125}
+    >>> t = targeting_report(arms)
+    >>> t["arms"]["rules"]["conversions_gained"], t["arms"]["targeted"]["conversions_gained"]
+    (20.0, 50.0)
+    >>> t["arms"]["rules"]["interventions_per_conversion_gained"], t["interventions_avoided"]
+    (20.0, 125)
+    """
+    def count(arm: str, group: str, result: str) -> int:
+        return int(arms.outcomes.get((arm, group, result), 0))
+
+    if not any(count("targeted", g, r) for g in GROUPS for r in ("converted", "abandoned")):
+        return None
+    out: Report = {"arms": {}}
+    totals = {}
+    for arm in ARMS:
+        cells = {g: (count(arm, g, "converted"), count(arm, g, "converted") + count(arm, g, "abandoned"))
+                 for g in GROUPS}
+        converted, sessions = sum(c for c, _ in cells.values()), sum(n for _, n in cells.values())
+        totals[arm] = (converted, sessions)
+        realised = uplift(treated=cells["treated"], holdout=cells["holdout"], confidence=confidence)
+        shown = int(sum(v for (a, _), v in arms.shown.items() if a == arm))
+        gained = (None if realised["estimate"] is None
+                  else round(realised["estimate"] * cells["treated"][1], 2))
+        out["arms"][arm] = {
+            "sessions": sessions,
+            "converted": converted,
+            "rate": converted / sessions if sessions else None,
+            "interventions": shown,
+            "decision_points": int(sum(v for (a, _, _), v in arms.decisions.items() if a == arm)),
+            "uplift": realised,
+            "conversions_gained": gained,
+            "interventions_per_conversion_gained": (
+                round(shown / gained, 2) if gained is not None and gained > 0 else None),
+        }
+    difference = uplift(treated=totals["targeted"], holdout=totals["rules"], confidence=confidence)
+    out["difference"] = difference
+    out["conversions_gained"] = (None if difference["estimate"] is None
+                                 else round(difference["estimate"] * totals["targeted"][1], 2))
+    out["interventions_avoided"] = int(sum(
+        v for (a, _, chosen), v in arms.decisions.items() if a == "targeted" and chosen == "none"))
+    out["estimated_uplift"] = (round(arms.estimated_sum / arms.estimated_count, 6)
+                               if arms.estimated_count else None)
+    out["estimated_sessions"] = int(arms.estimated_count)
+    out["realised_uplift"] = out["arms"]["targeted"]["uplift"]
+    out["uplift_learned"] = {k: int(v) for k, v in arms.learned.items()}
+    out["warm"] = arms.warm
+    return out
 
 
 def model_report(
@@ -293,6 +431,8 @@ def model_report(
     *,
     risk_auc: float | None,
     outcomes_learned: int | None = None,
+    risk_auc_at_decision: float | None = None,
+    arms: ArmCounts | None = None,
     confidence: float = 0.95,
 ) -> Report:
     """The ``"model"`` section from outcome counts by (result, group) and the AUC.
@@ -300,8 +440,8 @@ def model_report(
     >>> counts = {("converted", "treated"): 30, ("abandoned", "treated"): 70,
     ...           ("converted", "holdout"): 10, ("abandoned", "holdout"): 90}
     >>> r = model_report(counts, risk_auc=0.91, outcomes_learned=200)
-    >>> r["outcomes"], r["uplift"]["estimate"], r["uplift"]["low"] > 0
-    (200, 0.2, True)
+    >>> r["outcomes"], r["uplift"]["estimate"], r["uplift"]["low"] > 0, r["targeting"]
+    (200, 0.2, True, None)
     """
     def count(result: str, group: str) -> int:
         return int(outcomes.get((result, group), 0))
@@ -312,10 +452,12 @@ def model_report(
     c, n = cells["none"]
     return {
         "risk_auc": None if risk_auc is None else round(risk_auc, 4),
+        "risk_auc_at_decision": None if risk_auc_at_decision is None else round(risk_auc_at_decision, 4),
         "outcomes_learned": outcomes_learned,
         "outcomes": sum(n for _, n in cells.values()),
         "uplift": uplift(treated=cells["treated"], holdout=cells["holdout"], confidence=confidence),
         "none": {"converted": c, "sessions": n, "rate": c / n if n else None},
+        "targeting": None if arms is None else targeting_report(arms, confidence),
     }
 
 
@@ -323,20 +465,26 @@ def model_from_samples(samples: Iterable[Any]) -> Report:
     """:func:`model_report` from Prometheus samples (``.name``, ``.labels``, ``.value``).
 
     The samples of a live worker's ``/metrics`` (``prometheus_client.parser``) and of a
-    replay's own registry (``registry.collect()``) read the same. The risk AUC is
+    replay's own registry (``registry.collect()``) read the same. The risk AUCs are
     null when no outcome was learned (models disabled, or nothing ended yet).
     """
     outcomes: dict[tuple[str, str], float] = {}
-    auc = learned = None
+    auc = at_decision = learned = None
+    arms = ArmCounts()
     for sample in samples:
         if sample.name == OUTCOMES_SAMPLE:
             key = (sample.labels.get("result", ""), sample.labels.get("group", "none"))
             outcomes[key] = outcomes.get(key, 0.0) + sample.value
         elif sample.name == RISK_AUC_SAMPLE:
             auc = float(sample.value)
+        elif sample.name == RISK_AUC_AT_DECISION_SAMPLE:
+            at_decision = float(sample.value)
         elif sample.name == LEARNED_SAMPLE:
             learned = int(sample.value)
-    return model_report(outcomes, risk_auc=auc if learned else None, outcomes_learned=learned)
+        else:
+            arms.add(sample)
+    return model_report(outcomes, risk_auc=auc if learned else None, outcomes_learned=learned,
+                        risk_auc_at_decision=at_decision if learned else None, arms=arms)
 
 
 def _samples(families: Iterable[Any]) -> Iterator[Any]:
@@ -350,14 +498,16 @@ def model_from_metrics(metrics: Metrics, engine: Engine) -> Report:
     if models is not None:  # what the worker's gauge timer does
         metrics.risk_auc.set(models.risk.auc)
         metrics.model_learned.set(models.risk.learned)
+        metrics.set_model_gauges(models)
     return model_from_samples(_samples(metrics.registry.collect()))
 
 
 def model_from_text(texts: Iterable[str]) -> Report:
     """The section from Prometheus text exposition, one text per worker.
 
-    Outcomes add up over workers; the risk AUC is the workers' AUCs weighted by the
-    outcomes each learned (each worker's model learns only its own sessions).
+    Outcomes and the arm counts add up over workers; each risk AUC is the workers'
+    AUCs weighted by the outcomes each learned (each worker's model learns only its own
+    sessions).
     """
     from prometheus_client.parser import text_string_to_metric_families
 
@@ -365,19 +515,20 @@ def model_from_text(texts: Iterable[str]) -> Report:
     workers = []
     for text in texts:
         own = list(_samples(text_string_to_metric_families(text)))
-        samples += [s for s in own if s.name == OUTCOMES_SAMPLE]
+        samples += [s for s in own if s.name in _ADDITIVE or s.name == UPLIFT_WARM_SAMPLE]
         workers.append(model_from_samples(own))
     report = model_from_samples(samples)
     learned = sum(w["outcomes_learned"] or 0 for w in workers if w["risk_auc"] is not None)
     if learned:
-        report["risk_auc"] = round(sum(
-            w["risk_auc"] * w["outcomes_learned"] for w in workers if w["risk_auc"] is not None
-        ) / learned, 4)
+        for key in ("risk_auc", "risk_auc_at_decision"):
+            known = [w for w in workers if w["risk_auc"] is not None]
+            report[key] = None if any(w[key] is None for w in known) else round(
+                sum(w[key] * w["outcomes_learned"] for w in known) / learned, 4)
         report["outcomes_learned"] = learned
     if len(workers) > 1:
         report["workers"] = [
-            {"risk_auc": w["risk_auc"], "outcomes_learned": w["outcomes_learned"],
-             "outcomes": w["outcomes"]} for w in workers
+            {"risk_auc": w["risk_auc"], "risk_auc_at_decision": w["risk_auc_at_decision"],
+             "outcomes_learned": w["outcomes_learned"], "outcomes": w["outcomes"]} for w in workers
         ]
     return report
 
@@ -407,6 +558,8 @@ def offline_report(
     from streamer.tools.replay import replay_lines
 
     metrics = Metrics()
+    if engine.models is not None:
+        engine = engine.observed(on_outcome=metrics.watch_models(engine.models))
     for _ in replay_lines(_progress(lines, err, "report"), engine, max_record_bytes=max_record_bytes,
                           errors=err, idle_ms=idle_ms, metrics=metrics):
         pass
@@ -424,8 +577,10 @@ def format_model(model: Report) -> str:
 
     >>> counts = {("converted", "treated"): 30, ("abandoned", "treated"): 70,
     ...           ("converted", "holdout"): 10, ("abandoned", "holdout"): 90}
-    >>> print(format_model(model_report(counts, risk_auc=0.91, outcomes_learned=200)))
+    >>> print(format_model(model_report(counts, risk_auc=0.91, outcomes_learned=200,
+    ...                                 risk_auc_at_decision=0.83)))
     risk AUC (prequential, rolling)    0.9100  (200 outcomes learned)
+    risk AUC at decision               0.8300
     outcomes                           200
     conversion treated                 0.3000  (30 / 100)
     conversion holdout                 0.1000  (10 / 100)
@@ -438,6 +593,7 @@ def format_model(model: Report) -> str:
     learned = model.get("outcomes_learned")
     rows.append(("risk AUC (prequential, rolling)", "-" if auc is None else (
         f"{auc:.4f}" + (f"  ({learned} outcomes learned)" if learned is not None else ""))))
+    rows.append(("risk AUC at decision", _fmt(model.get("risk_auc_at_decision"), 4)))
     rows.append(("outcomes", str(model["outcomes"])))
     for name, cell in (("treated", u["treated"]), ("holdout", u["holdout"]),
                        ("none (no intervention)", model["none"])):
@@ -446,7 +602,7 @@ def format_model(model: Report) -> str:
                      f"{rate:.4f}  ({cell['converted']} / {cell['sessions']})"))
     level = f"{u['confidence']:.0%}"
     if u["estimate"] is not None:
-        estimate = f"{_signed(u['estimate'])}  {level} CI [{_signed(u['low'])}, {_signed(u['high'])}]"
+        estimate = f"{_interval(u)}".replace(" [", f"  {level} CI [")
     elif not u["holdout"]["sessions"]:
         estimate = "-  (no holdout sessions: set [policy] holdout_share)"
     else:
@@ -455,8 +611,43 @@ def format_model(model: Report) -> str:
     for i, worker in enumerate(model.get("workers", ()), 1):
         rows.append((f"  worker {i}", f"risk AUC {_fmt(worker['risk_auc'], 4)}, "
                      f"{worker['outcomes']} outcomes"))
+    targeting = model.get("targeting")
+    if targeting:
+        rows += _targeting_rows(targeting)
     width = max(len(label) for label, _ in rows)
-    return "\n".join(f"{label.ljust(width)}  {value}" for label, value in rows)
+    return "\n".join(f"{label.ljust(width)}  {value}".rstrip() for label, value in rows)
+
+
+def _interval(u: Mapping[str, Any]) -> str:
+    if u.get("estimate") is None:
+        return "-"
+    return f"{_signed(u['estimate'])} [{_signed(u['low'])}, {_signed(u['high'])}]"
+
+
+def _targeting_rows(t: Report) -> list[tuple[str, str]]:
+    """The uplift-targeted arm beside the rules arm (see :func:`targeting_report`)."""
+    rules, targeted = t["arms"]["rules"], t["arms"]["targeted"]
+
+    def both(key: str, digits: int) -> str:
+        return f"rules {_fmt(rules[key], digits)}, targeted {_fmt(targeted[key], digits)}"
+
+    learned = t.get("uplift_learned") or {}
+    return [
+        ("uplift model", ("deciding" if t.get("warm") else "warming up: the rules decide")
+         + (f"  (learned: {', '.join(f'{k} {v}' for k, v in learned.items())})" if learned else "")),
+        ("sessions by arm", both("sessions", 0)),
+        ("conversion by arm", both("rate", 4)),
+        ("conversion targeted - rules", _interval(t["difference"])
+         + f"  ({_fmt(t['conversions_gained'], 1)} conversions gained)"),
+        ("interventions shown by arm", both("interventions", 0)),
+        ("interventions avoided", str(t["interventions_avoided"])),
+        ("realised uplift rules arm", _interval(rules["uplift"])),
+        ("realised uplift targeted arm", _interval(targeted["uplift"])),
+        ("estimated uplift (model)", _signed(t["estimated_uplift"])
+         + f"  ({t['estimated_sessions']} sessions decided for)"),
+        ("conversions gained vs holdout", both("conversions_gained", 1)),
+        ("interventions per conversion gained", both("interventions_per_conversion_gained", 1)),
+    ]
 
 
 # -- running a replay for it ---------------------------------------------------------
@@ -487,6 +678,61 @@ def _progress(lines: Iterable[bytes], err: IO[str] | None, what: str) -> Iterato
     return progress(lines, err, what)
 
 
+class _Shown:
+    """Per session, the strongest intervention decided and the strongest shown."""
+
+    STRENGTH: Final = {"none": 0, "nudge": 1, "handoff": 2}
+
+    def __init__(self) -> None:
+        self.decided: dict[str, str] = {}
+        self.shown: dict[str, str] = {}
+
+    def add(self, record: Mapping[str, Any]) -> None:
+        sid, kind = record["session_id"], record["kind"]
+        for seen, counts in ((self.decided, True), (self.shown, record.get("delivered", True))):
+            if counts and self.STRENGTH[kind] > self.STRENGTH[seen.get(sid, "none")]:
+                seen[sid] = kind
+
+
+def truth_report(
+    potential: Mapping[str, Mapping[str, Any]],
+    decided: Mapping[str, str],
+    shown: Mapping[str, str],
+    estimate: Mapping[str, Any] | None = None,
+) -> Report:
+    """The replay's decisions against the simulator's potential outcomes.
+
+    ``potential``: session -> its :data:`~streamer.tools.simulate.POTENTIAL_OUTCOMES`
+    line; ``decided`` / ``shown``: session -> the strongest intervention the replay
+    decided / showed; ``estimate``: the replay's treated-vs-holdout uplift, to say
+    whether its interval holds the truth.
+
+    >>> line = {"p": {"none": 0.2, "nudge": 0.5, "handoff": 0.6},
+    ...         "y": {"none": False, "nudge": True, "handoff": True}, "converted": True}
+    >>> t = truth_report({"a": line, "b": dict(line, converted=False)}, {"a": "nudge", "b": "nudge"},
+    ...                  {"a": "nudge"})
+    >>> t["converted_realised"], t["converted_in_file"], t["agree"], t["true_uplift"]
+    (1, 1, 1.0, 0.3)
+    """
+    realised = {sid: bool(line["y"][shown.get(sid, "none")]) for sid, line in potential.items()}
+    effects = [line["p"][decided[sid]] - line["p"]["none"]
+               for sid, line in potential.items() if decided.get(sid, "none") != "none"]
+    out: Report = {
+        "sessions": len(potential),
+        "converted_in_file": sum(bool(line["converted"]) for line in potential.values()),
+        "converted_realised": sum(realised.values()),
+        "agree": _ratio(sum(realised[sid] == bool(line["converted"])
+                            for sid, line in potential.items()), len(potential)),
+        "decided_for": len(effects),
+        "true_uplift": round(sum(effects) / len(effects), 6) if effects else None,
+        "true_uplift_within_interval": None,
+    }
+    if estimate is not None and estimate.get("low") is not None and effects:
+        out["true_uplift_within_interval"] = bool(
+            estimate["low"] <= out["true_uplift"] <= estimate["high"])
+    return out
+
+
 def replay_report(
     lines: Iterable[bytes],
     engine: Engine,
@@ -509,11 +755,18 @@ def replay_report(
     from streamer.settings import Settings
     from streamer.tools.replay import replay_lines
 
+    potential = {label["session_id"]: label for label in labels
+                 if label["type"] == POTENTIAL_OUTCOMES}
+    labels = [label for label in labels if label["type"] != POTENTIAL_OUTCOMES]
     sessions = _Sessions({label["session_id"] for label in labels})
     metrics = Metrics()
     records: list[dict[str, Any]] = []
+    shown = _Shown()
+    watched = engine.observed(on_outcome=sessions)
+    if engine.models is not None:
+        watched = watched.observed(on_outcome=metrics.watch_models(engine.models))
     for record in replay_lines(
-        _progress(lines, err, what), engine.observed(on_outcome=sessions),
+        _progress(lines, err, what), watched,
         max_record_bytes=max_record_bytes, errors=err,
         idle_ms=Settings.idle_timeout_ms if idle_ms is None else idle_ms, metrics=metrics,
     ):
@@ -527,12 +780,17 @@ def replay_report(
             slim["detector"] = record["detector"]
         else:
             slim["delivered"] = record.get("delivered", True)
+            shown.add(slim)
         records.append(slim)
     report = evaluate(
         records, labels, sessions.ts,
         detectors=[*REGISTRY, *(d.name for d in engine.detectors)], tolerance_ms=tolerance_ms,
     )
     report["model"] = model_from_metrics(metrics, engine) if engine.models is not None else None
+    if potential:
+        model = report["model"]
+        report["truth"] = truth_report(potential, shown.decided, shown.shown,
+                                       model["uplift"] if model else None)
     return report
 
 
@@ -581,6 +839,7 @@ def _summary(report: Report) -> list[tuple[str, Any, int]]:
         u = model.get("uplift", {})
         rows += [
             ("risk AUC (prequential)", model.get("risk_auc"), 4),
+            ("risk AUC at decision", model.get("risk_auc_at_decision"), 4),
             ("outcomes", model.get("outcomes"), 0),
             ("conversion treated", u.get("treated", {}).get("rate"), 4),
             ("conversion holdout", u.get("holdout", {}).get("rate"), 4),

@@ -27,13 +27,28 @@ per 30 s. Friction episodes cross those lines on purpose, and label where they d
 Friction kinds are a table (:data:`EPISODES`); a new kind is one function that
 appends events with the builder and calls ``label()`` for each detector it expects.
 
-Outcomes depend on friction: every session ends converted (a ``purchase`` after a
-checkout) or abandoned (a ``session_end``, or just silence for the idle sweep to
-find). Clean shoppers buy at a moderate rate and those who leave mostly leave early;
-friction sessions mostly leave, less so when an intervention reaches them
-(``nudge_effect``, for sessions outside the policy's holdout). The outcome is drawn
-from its own seeded generator after the friction, and the closing events fire no
-detector, so the labels do not depend on it.
+Outcomes have causes (the causal model, written down once, is
+:mod:`streamer.tools.world`): every session ends converted (a ``purchase`` after a
+checkout) or abandoned (a ``session_end``, or just silence for the idle sweep to find),
+with a probability that depends on how deep into the funnel the shopper got, what is in
+the cart, the kind and severity of the friction met, whether it recovered, how long it
+took, and on the intervention that reached the shopper. Clean shoppers who leave mostly
+leave early. The outcome is drawn after the friction, from one uniform per session out
+of its own seeded generator, and the closing events fire no detector, so the labels do
+not depend on it.
+
+**Potential outcomes.** The simulator writes files that are replayed later, so it must
+draw an outcome before any policy has decided. It therefore knows each session's
+outcome under every action (:class:`~streamer.tools.world.PotentialOutcomes`: without
+an intervention, with a nudge, with a handoff). The events realise one of them: the
+action the rules alone would deliver to the session (the default policy, models off,
+with the given ``holdout_share``; found by running it over the session's events), only
+computed when the action changes the outcome. ``SimSession.realise`` gives the events
+for another action (both endings are kept for those sessions), which is how a closed
+loop (:mod:`streamer.tools.experiment`) makes the world answer the decisions actually
+made; ``write_jsonl(..., potential_outcomes=True)`` (``simulate --potential-outcomes``)
+adds a line per session with all of them to the labels file, so that evaluation can
+pick the realised one by what the replayed policy decided.
 
 >>> s = next(generate(seed=7, sessions=1, friction_share=1.0))
 >>> s.session_id, s.friction, {label["session_id"] for label in s.labels}
@@ -46,6 +61,7 @@ True
 
 from __future__ import annotations
 
+import copy
 import heapq
 import random
 from collections.abc import Callable, Iterable, Iterator
@@ -60,7 +76,10 @@ from detectors.dead_click import DeadClick
 from detectors.excessive_scroll import ExcessiveScroll
 from detectors.http_error_burst import HttpErrorBurst
 from detectors.navigation_loop import NavigationLoop
-from detectors.policy import in_holdout
+from detectors.policy import Policy, in_holdout
+from detectors.session import Engine, Rules, SessionState
+from streamer.tools import world
+from streamer.tools.world import Friction, PotentialOutcomes, Shopper
 
 Event = dict[str, Any]
 Label = dict[str, Any]
@@ -79,10 +98,7 @@ FLUSH_MS: Final = 5000
 
 _ABSENT: Final = object()
 
-# The outcome model (see conversion_probability and _finish).
-#: Chance that a clean shopper buys, and that one who met friction does (no nudge).
-CLEAN_CONVERSION: Final = 0.45
-FRICTION_CONVERSION: Final = 0.15
+# How sessions end (see _finish; who converts is streamer/tools/world.py's).
 #: Share of the clean shoppers who leave that get as far as the checkout page first.
 CART_ABANDONMENT: Final = 0.25
 #: Share of sessions that end with a ``session_end``; the others just go quiet.
@@ -186,12 +202,34 @@ API_URLS: Final = (
 )
 
 
+#: The ``type`` of the labels-file line that holds a session's potential outcomes
+#: (written with ``potential_outcomes=True``); it names no detector.
+POTENTIAL_OUTCOMES: Final = "potential_outcomes"
+#: Failed payments by class, for the world: what another payment method could fix.
+PAYMENT_CLASS: Final[dict[str | int, str]] = {
+    "card_declined": "decline", "insufficient_funds": "decline", "3ds_failed": "decline",
+    "avs_mismatch": "address", "gateway_timeout": "technical", 502: "technical",
+}
+
+
+def _stage(page: str) -> int:
+    """The funnel stage of a page (:data:`streamer.tools.world.STAGES`)."""
+    if page.startswith("/checkout"):
+        return 3
+    if page.startswith("/cart"):
+        return 2
+    return 1 if page.startswith("/p/") else 0
+
+
 @dataclass(frozen=True, slots=True)
 class SimSession:
     """One synthetic shopper: events in ``ts`` order and the labels they should raise.
 
     ``converted``: it ends with a ``purchase``; ``holdout``: an intervention decided
     for it would not be shown (see :func:`ground_truth` to read both from events).
+    ``outcomes``: its potential outcomes; ``action``: the action whose outcome the
+    events realise ("none", "nudge" or "handoff": what the rules alone deliver; None
+    when no action would change the outcome, so it was not worked out).
     """
 
     session_id: str
@@ -200,11 +238,43 @@ class SimSession:
     friction: bool
     converted: bool = False
     holdout: bool = False
+    shopper: Shopper | None = None
+    outcomes: PotentialOutcomes | None = None
+    action: str | None = None
+    #: Where the closing events start, and the other ending (kept when the outcome
+    #: depends on the action): see :meth:`realise`.
+    ending_at: int = 0
+    alternative: tuple[Event, ...] = ()
+
+    def realise(self, action: str | None) -> tuple[bool, list[Event]]:
+        """Whether the session converts when ``action`` reaches it, and its events then.
+
+        >>> s = next(s for s in generate(seed=2, sessions=400, effects="heterogeneous")
+        ...          if s.outcomes and s.outcomes.varies)
+        >>> [s.realise(a)[0] for a in ("none", "nudge", "handoff")] == list(s.outcomes.y.values())
+        True
+        >>> converted, events = s.realise(s.action)
+        >>> converted == s.converted and events == s.events
+        True
+        """
+        if self.outcomes is None:
+            return self.converted, self.events
+        converted = self.outcomes.realised(action)
+        if converted == self.converted:
+            return converted, self.events
+        return converted, self.events[: self.ending_at] + list(self.alternative)
+
+    def outcome_label(self) -> Label:
+        """The labels-file line of its potential outcomes (see :data:`POTENTIAL_OUTCOMES`)."""
+        assert self.outcomes is not None
+        return {"session_id": self.session_id, "type": POTENTIAL_OUTCOMES,
+                "onset_ts": self.events[0]["ts"], **self.outcomes.as_dict(),
+                "action": self.action, "converted": self.converted}
 
 
 class Truth(NamedTuple):
-    """What the simulator knows about one session; ``treated``: the nudge effect
-    applied to it (friction, not in the holdout)."""
+    """What the simulator knows about one session; ``treated``: it met friction and
+    is not in the holdout (what the rules treat)."""
 
     converted: bool
     friction: bool
@@ -232,7 +302,7 @@ def ground_truth(
     for event in events:
         sid = event["session_id"]
         converted[sid] = converted.get(sid, False) or event["type"] == "purchase"
-    friction = {label["session_id"] for label in labels}
+    friction = {label["session_id"] for label in labels if label["type"] != POTENTIAL_OUTCOMES}
     return {
         sid: Truth(bought, sid in friction, in_holdout(sid, holdout_share))
         for sid, bought in converted.items()
@@ -264,6 +334,28 @@ class _Builder:
         self.scroll_dir = 0
         self.scroll_ext: int | None = None
         self.turns: list[int] = []
+        # What the world (streamer/tools/world.py) reads: the deepest funnel stage
+        # reached, and per friction episode what its generator says about it.
+        self.stage = 0
+        self.frictions: list[Friction] = []
+        self.severity = 0.5
+        self.recovered = False
+        self.payment: str | None = None
+
+    def fork(self) -> _Builder:
+        """An independent copy (its own generator, in the same state): the same
+        session from here on, told differently."""
+        twin = copy.copy(self)
+        twin.rng = random.Random()
+        twin.rng.setstate(self.rng.getstate())
+        for name in ("events", "labels", "trail", "quick_backs", "server_errors", "turns",
+                     "frictions"):
+            setattr(twin, name, list(getattr(self, name)))
+        return twin
+
+    def note(self, severity: float, *, recovered: bool = False, payment: str | None = None) -> None:
+        """What the episode being generated was like, for the world's outcome model."""
+        self.severity, self.recovered, self.payment = severity, recovered, payment
 
     # -- primitives ---------------------------------------------------------------
     def after(self, low: int, high: int) -> None:
@@ -296,6 +388,7 @@ class _Builder:
             trail.append((page, self.ts))
             del trail[:-4]
         self.page = page
+        self.stage = max(self.stage, _stage(page))
         self.scroll_y, self.scroll_dir, self.scroll_ext, self.turns = 0, 0, None, []
         return self.emit("page_view", referrer=referrer) if referrer else self.emit("page_view")
 
@@ -717,6 +810,7 @@ def rage_click(b: _Builder) -> None:
     b.label("rage_click", clicks[2])
     if dead:
         b.label("dead_click", clicks[0])
+    b.note((0.6 if dead else 0.3) + 0.1 * (len(clicks) - 3), recovered=not dead)
 
 
 def _null_click(b: _Builder, target: str) -> Event:
@@ -741,7 +835,9 @@ def dead_click(b: _Builder) -> None:
         _product(b)
     b.think()
     first = None
-    for i in range(b.rng.randint(2, 4)):
+    clicks = b.rng.randint(2, 4)
+    late = False
+    for i in range(clicks):
         if i:
             b.after(1500, 4000)
         roll = b.rng.random()
@@ -751,9 +847,11 @@ def dead_click(b: _Builder) -> None:
             event = _null_click(b, target)
         else:  # something happened, far too late to count as a reaction
             event = b.click(target, b.rng.randint(DEAD_CLICK_MS, 6000))
+            late = True
         first = first or event
     assert first is not None
     b.label("dead_click", first)
+    b.note(0.3 + 0.2 * (clicks - 2), recovered=late)
 
 
 def checkout_failure(b: _Builder) -> None:
@@ -772,6 +870,7 @@ def checkout_failure(b: _Builder) -> None:
             b.label("checkout_failure", failed)
         if b.rng.random() < 0.3:  # tries another card, with its own problem
             reason, code = b.rng.choice(FAILURES)
+    b.note((failures - 1) / 3, payment=PAYMENT_CLASS[failed["code"]])
 
 
 def help_request(b: _Builder) -> None:
@@ -789,6 +888,7 @@ def help_request(b: _Builder) -> None:
         )
     b.after(100, 1500)
     b.label("help_request", b.emit("help_request", channel=channel))
+    b.note(0.5)
 
 
 def error_click(b: _Builder) -> None:
@@ -807,7 +907,9 @@ def error_click(b: _Builder) -> None:
         _on_product(b)
     b.think()
     message = b.rng.choice(JS_ERRORS)
-    for i in range(b.rng.choice((1, 1, 2, 3))):
+    repeats = b.rng.choice((1, 1, 2, 3))
+    b.note(0.3 * repeats)
+    for i in range(repeats):
         if i:
             b.after(1500, 4000)
         b.click(target, b.rng.randint(80, 600))
@@ -824,7 +926,9 @@ def form_struggle(b: _Builder) -> None:
     _to_checkout(b)
     field = b.rng.choice(sorted(FORM_FIELDS))
     target, message = FORM_FIELDS[field]
-    for i in range(b.rng.randint(3, 5)):
+    errors = b.rng.randint(3, 5)
+    b.note((errors - 2) / 3)
+    for i in range(errors):
         if i:
             b.after(1500, 5000)
         else:
@@ -874,7 +978,9 @@ def navigation_loop(b: _Builder) -> None:
 
         pages = _new_pages(make, avoid)
         b.free_nav = True
-        for i in range(b.rng.choice((4, 4, 5, 6))):
+        views = b.rng.choice((4, 4, 5, 6))
+        b.note((views - 3) / 3)
+        for i in range(views):
             page = pages[i % 2]
             if i:
                 b.after(1200, 12_000)
@@ -892,6 +998,7 @@ def navigation_loop(b: _Builder) -> None:
     avoid = {page for page, _ in b.trail[-2:]}
     products: list[str] = []
     returns = b.rng.choice((2, 2, 3))
+    b.note(0.4 if returns == 2 else 0.7)
     while len(products) < returns:
         page = _sku(b)
         if page not in avoid and page not in products:
@@ -936,7 +1043,9 @@ def search_struggle(b: _Builder) -> None:
             b.label("search_struggle", search)
         b.after(150, 600)
         b.view("/search")
-    if b.rng.random() < 0.5:
+    found = b.rng.random() < 0.5
+    b.note(0.4 + 0.2 * (n - 2), recovered=found)
+    if found:
         _open_result(b)
 
 
@@ -947,14 +1056,17 @@ def http_error_burst(b: _Builder) -> None:
         b.ts = b.server_errors[-1] + HTTP_WINDOW_MS + b.rng.randint(1000, 9000)
     b.think()
     url = b.rng.choice(API_URLS)
-    for i in range(b.rng.randint(3, 5)):
+    errors = b.rng.randint(3, 5)
+    for i in range(errors):
         if i:
             b.after(300, 8000)
         error = b.emit("http_error", url=url, status=b.rng.choice((500, 502, 503, 504)))
         b.server_errors.append(error["ts"])
         if i == 2:
             b.label("http_error_burst", error)
-    if b.rng.random() < 0.5:
+    retried = b.rng.random() < 0.5
+    b.note((errors - 2) / 3, recovered=retried)
+    if retried:
         b.after(1000, 3000)
         b.click("button#retry")
 
@@ -969,6 +1081,7 @@ def excessive_scroll(b: _Builder) -> None:
     b.think()
     b.scroll_to(b.scroll_y + b.rng.randint(800, 2000))
     down, more = False, b.rng.randint(0, 4)
+    b.note(0.3 + 0.1 * more)
     labelled = False
     while not labelled or more > 0:
         b.after(150, 900)
@@ -1020,34 +1133,32 @@ def _pick_episodes(rng: random.Random) -> list[str]:
     return chosen
 
 
-def conversion_probability(friction: bool, treated: bool, nudge_effect: float) -> float:
-    """The chance that a shopper buys: the simulator's outcome model.
+class RulesAction:
+    """What the rules alone (default policy, models off) deliver to a session: the
+    strongest intervention shown ("handoff" over "nudge"), or "none" (nothing decided,
+    or decided but held out by ``holdout_share``).
 
-    Clean shoppers buy at :data:`CLEAN_CONVERSION`; friction mostly ends in
-    abandonment (:data:`FRICTION_CONVERSION`), unless an intervention was delivered
-    (``treated``: a friction session outside the holdout), which adds ``nudge_effect``.
-
-    >>> conversion_probability(False, False, 0.2), conversion_probability(True, False, 0.2)
-    (0.45, 0.15)
-    >>> round(conversion_probability(True, True, 0.2), 2)
-    0.35
+    >>> act = RulesAction(holdout_share=0.0)
+    >>> fail = {"session_id": "s", "type": "checkout_failed", "ts": 0, "code": "card_declined"}
+    >>> act([dict(fail, ts=t) for t in (1, 2)]), act([dict(fail, ts=t) for t in (1, 2, 3)])
+    ('nudge', 'handoff')
+    >>> RulesAction(holdout_share=1.0)([dict(fail, ts=t) for t in (1, 2)])
+    'none'
     """
-    if not friction:
-        return CLEAN_CONVERSION
-    return min(1.0, max(0.0, FRICTION_CONVERSION + (nudge_effect if treated else 0.0)))
 
+    def __init__(self, holdout_share: float) -> None:
+        self.engine = Engine(Rules(policy=Policy(holdout_share=holdout_share)), None)
 
-def true_uplift(nudge_effect: float) -> float:
-    """The causal effect of an intervention on a friction session's conversion.
-
-    What the uplift report estimates from treated versus holdout sessions.
-
-    >>> round(true_uplift(0.2), 6), true_uplift(0.0)
-    (0.2, 0.0)
-    """
-    return conversion_probability(True, True, nudge_effect) - conversion_probability(
-        True, False, nudge_effect
-    )
+    def __call__(self, events: Iterable[Event]) -> str:
+        state: SessionState | None = None
+        shown: set[str] = set()
+        for event in events:
+            if state is None:
+                state = SessionState(event["session_id"])
+            decision = self.engine.step(state, dict(event)).decision
+            if decision is not None and decision.delivered:
+                shown.add(decision.kind)
+        return "handoff" if "handoff" in shown else "nudge" if shown else "none"
 
 
 def _finish(b: _Builder, friction: bool, converted: bool) -> None:
@@ -1084,8 +1195,10 @@ def _session(
     friction: bool,
     *,
     fate: float,
+    effects: str,
     nudge_effect: float,
     holdout_share: float,
+    rules_action: RulesAction,
 ) -> SimSession:
     """One shopper; ``fate`` (uniform in [0, 1), from its own generator) decides the
     outcome, so everything before :func:`_finish` is the same whatever it is."""
@@ -1096,13 +1209,31 @@ def _session(
     if friction:
         for name in _pick_episodes(rng):
             b.episode = name
+            began = b.ts
+            b.note(0.5)
             EPISODES[name].generate(b)
+            b.frictions.append(Friction(name, min(1.0, b.severity), b.recovered, began, b.ts,
+                                        b.payment))
             b.episode = ""
             _browse(b, rng.randint(0, 3))
+    shopper = Shopper(b.stage, b.cart, tuple(b.frictions))
+    outcomes = world.potential_outcomes(shopper, fate, effects=effects, uniform_effect=nudge_effect)
     holdout = in_holdout(session_id, holdout_share)
-    converted = fate < conversion_probability(friction, not holdout, nudge_effect)
+    action = rules_action(b.events) if outcomes.varies else None
+    converted = outcomes.realised(action)
+    ending_at = len(b.events)
+    alternative: tuple[Event, ...] = ()
+    if outcomes.varies:
+        other = b.fork()
+        _finish(other, friction, not converted)
+        alternative = tuple(other.events[ending_at:])
     _finish(b, friction, converted)
-    return SimSession(session_id, b.events, b.labels, friction, converted, holdout)
+    return SimSession(session_id, b.events, b.labels, friction, converted, holdout, shopper,
+                      outcomes, action, ending_at, alternative)
+
+
+#: The largest uniform effect ``generate`` takes, either way (probability points).
+MAX_UNIFORM_EFFECT: Final = 0.5
 
 
 def generate(
@@ -1111,6 +1242,7 @@ def generate(
     *,
     start_ts: int = DEFAULT_START_TS,
     friction_share: float = 0.3,
+    effects: str = "uniform",
     nudge_effect: float = 0.0,
     holdout_share: float = 0.0,
 ) -> Iterator[SimSession]:
@@ -1119,32 +1251,42 @@ def generate(
     A new session starts every 200-800 ms of event time, so sessions overlap like
     real traffic; about ``friction_share`` of them carry one (sometimes two) labelled
     friction episodes. Each session ends converted (a ``purchase``) or abandoned (a
-    ``session_end``, or silence), with :func:`conversion_probability`: an intervention
-    delivered to a friction session (one not in the policy's holdout, by
-    :func:`detectors.policy.in_holdout` with ``holdout_share``: set the same share in
-    the ``[policy]`` section) adds ``nudge_effect`` to its chance of buying.
+    ``session_end``, or silence), as :mod:`streamer.tools.world` decides from what
+    happened in it and from the intervention that reached it: with ``effects``
+    "uniform", any intervention adds ``nudge_effect`` to everyone's chance (0, the
+    default: interventions change nothing); with "heterogeneous", each kind of
+    intervention helps or hurts by the session's context (:func:`world.effect`). Which
+    intervention reached it is what the rules alone deliver, with ``holdout_share``
+    (by :func:`detectors.policy.in_holdout`: set the same share in ``[policy]``).
     """
     if sessions < 0:
         raise ValueError(f"sessions = {sessions} must be >= 0")
     if not 0.0 <= friction_share <= 1.0:
         raise ValueError(f"friction_share = {friction_share} must be between 0 and 1")
-    if not -FRICTION_CONVERSION <= nudge_effect <= 1.0 - FRICTION_CONVERSION:
+    if effects not in world.EFFECTS:
+        raise ValueError(f"effects = {effects!r}: allowed {', '.join(world.EFFECTS)}")
+    if not -MAX_UNIFORM_EFFECT <= nudge_effect <= MAX_UNIFORM_EFFECT:
         raise ValueError(
-            f"nudge_effect = {nudge_effect} must be between {-FRICTION_CONVERSION} and "
-            f"{1.0 - FRICTION_CONVERSION} (a friction session converts at {FRICTION_CONVERSION})"
+            f"nudge_effect = {nudge_effect} must be between {-MAX_UNIFORM_EFFECT} and "
+            f"{MAX_UNIFORM_EFFECT} (probability points added by any intervention)"
         )
+    if effects == "heterogeneous" and nudge_effect:
+        raise ValueError("nudge_effect is the size of a uniform effect: with effects = "
+                         "'heterogeneous' the world decides each effect (leave it at 0)")
     if not 0.0 <= holdout_share <= 1.0:
         raise ValueError(f"holdout_share = {holdout_share} must be between 0 and 1")
     if start_ts < 0:
         raise ValueError(f"start_ts = {start_ts} must be >= 0 (ms since epoch)")
     starts = random.Random(f"frictionwatch-sim-starts:{seed}")
+    rules_action = RulesAction(holdout_share)
     start = start_ts
     for i in range(sessions):
         rng = random.Random(f"frictionwatch-sim:{seed}:{i}")
         friction = rng.random() < friction_share
         fate = random.Random(f"frictionwatch-sim-outcome:{seed}:{i}").random()
-        yield _session(f"sim-{seed}-{i:06d}", start, rng, friction, fate=fate,
-                       nudge_effect=nudge_effect, holdout_share=holdout_share)
+        yield _session(f"sim-{seed}-{i:06d}", start, rng, friction, fate=fate, effects=effects,
+                       nudge_effect=nudge_effect, holdout_share=holdout_share,
+                       rules_action=rules_action)
         start += starts.randint(*SESSION_GAP_MS)
 
 
@@ -1199,11 +1341,17 @@ def write_jsonl(
     sessions: Iterable[SimSession],
     events_path: str | PathLike[str] | None,
     labels_path: str | PathLike[str] | None,
+    *,
+    potential_outcomes: bool = False,
 ) -> tuple[int, int]:
     """Write all events (one object a line, sorted by ts) and all labels (by onset);
-    either path may be None, to write only the other.
+    either path may be None, to write only the other. With ``potential_outcomes``, the
+    labels file also gets one :data:`POTENTIAL_OUTCOMES` line per session (its
+    ``onset_ts`` is the session's first event): ``p`` and ``y`` per action, the
+    ``action`` the events realise and whether they convert.
 
-    Returns (events written, labels written).
+    Returns (events written, labels written); the potential-outcome lines are not
+    counted as labels.
     """
     sessions = list(sessions)
     n_events = n_labels = 0
@@ -1214,12 +1362,12 @@ def write_jsonl(
                 out.write(orjson.dumps(event) + b"\n")
                 n_events += 1
     if labels_path is not None:
-        labels = sorted(
-            (label for s in sessions for label in s.labels),
-            key=lambda lb: (lb["onset_ts"], lb["session_id"], lb["type"]),
-        )
+        labels = [label for s in sessions for label in s.labels]
+        n_labels = len(labels)
+        if potential_outcomes:
+            labels += [s.outcome_label() for s in sessions if s.outcomes is not None and s.events]
+        labels.sort(key=lambda lb: (lb["onset_ts"], lb["session_id"], lb["type"]))
         with open(labels_path, "wb") as out:
             for label in labels:
                 out.write(orjson.dumps(label) + b"\n")
-        n_labels = len(labels)
     return n_events, n_labels

@@ -185,13 +185,16 @@ def test_holdout_decisions_are_recorded_but_not_delivered() -> None:
     for session, delivered in ((held, False), (shown, True)):
         state: dict[str, Any] = {}
         nudge = policy.decide(state, session, 1, [rage(0)])
-        handoff = policy.decide(state, session, 2, [help_asked(1)])
+        handoff = policy.decide(state, session, 2, [checkout_handoff(1)])
         assert nudge is not None and handoff is not None
         assert (nudge.kind, nudge.delivered) == ("nudge", delivered)
         assert (handoff.kind, handoff.delivered) == ("handoff", delivered)
         # The undelivered decision still counts, so both arms see the same cooldown.
         assert state["interventions"] == 2
         assert policy.decide(state, session, 3, [rage(2)]) is None
+        # A customer who asks for a person gets one, held out or not (a guard rail).
+        asked = policy.decide(state, session, 4, [help_asked(3)])
+        assert asked is not None and (asked.kind, asked.delivered) == ("handoff", True)
     assert all(
         not Policy(holdout_share=1.0).decide({}, s, 1, [rage(0)]).delivered  # type: ignore[union-attr]
         for s in SESSIONS[:200]

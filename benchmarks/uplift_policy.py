@@ -1,0 +1,176 @@
+"""Does targeting by uplift beat the rules? One run, two arms, the simulator's truth.
+
+``python -m benchmarks.uplift_policy [--seed 1] [--sessions 60000] [--holdout-share 0.2]
+[--uniform-effect 0.1] [--cost-sessions 5000]``
+
+1. **Heterogeneous effects** (:mod:`streamer.tools.world`: some interventions help some
+   shoppers a lot, others a little, some annoy). The sessions are split 50/50 by a hash
+   of the session id (``[policy] uplift_share = 0.5``) between the rules alone and the
+   uplift-targeted policy, in one engine over the same traffic, with the same caps and
+   the same holdout (``holdout_share``) in both arms. The run is a closed loop
+   (:mod:`streamer.tools.experiment`): each session's outcome is the potential outcome
+   of what actually reached it, so the models learn from the consequences of their own
+   decisions. Printed: per arm conversion, interventions, the realised uplift (treated
+   vs holdout, Newcombe 95% interval), conversions gained and interventions per
+   conversion gained; the true uplift of the decisions (from the potential outcomes)
+   and the model's estimate; the difference of conversion rates targeted - rules with
+   its 95% interval, over all sessions and over the sessions the arms can treat
+   differently (the rules would intervene, and not held out: the same events decide
+   that in both arms, so it is a fair subset); help requests handed off per arm.
+2. **Uniform effects**: the same, where every intervention adds ``--uniform-effect`` to
+   everyone's chance: there is nothing to target, and targeting must not be worse.
+3. **Cost**: :meth:`Engine.step` over ``--cost-sessions`` sessions' events (no
+   decoding, no JSON state), best of ``--repeat``: models off, models on with the rules
+   deciding everywhere, and models on with half the sessions targeted by the uplift
+   model trained in (1); microseconds per event.
+
+Each acceptance check of issue 13 is printed as ``PASS`` or ``FAIL``, with its figures.
+Progress goes to stderr, results to stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import heapq
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from detectors.model import Models
+from detectors.session import Engine, SessionState
+from streamer.tools import experiment, simulate
+
+
+def _config(holdout: float) -> dict[str, Any]:
+    return {"policy": {"holdout_share": holdout, "uplift_share": 0.5}}
+
+
+def _experiment(args: argparse.Namespace, effects: str, effect: float) -> tuple[dict[str, Any], Engine]:
+    what = "heterogeneous effects" if effects == "heterogeneous" else f"uniform effect {effect:+}"
+    print(f"simulating {args.sessions:,} sessions, {what} (seed {args.seed})", file=sys.stderr)
+    sessions = list(simulate.generate(args.seed, args.sessions, effects=effects,
+                                      nudge_effect=effect, holdout_share=args.holdout_share))
+    engine = Engine.from_config(_config(args.holdout_share))
+    print("running the closed loop", file=sys.stderr)
+    started = time.perf_counter()
+    results = experiment.run(sessions, engine)
+    print(f"  {time.perf_counter() - started:.0f} s", file=sys.stderr)
+    report = experiment.compare(results)
+    print(f"\n== {what}: {args.sessions:,} sessions, seed {args.seed}, holdout "
+          f"{args.holdout_share}, uplift_share 0.5 ==\n")
+    print(experiment.format_comparison(report))
+    assert engine.models is not None
+    print(f"\nmodels: {engine.models.summary()}")
+    return report, engine
+
+
+def _check(ok: bool, what: str) -> bool:
+    print(f"{'PASS' if ok else 'FAIL'}  {what}")
+    return ok
+
+
+def _events(sessions: Sequence[simulate.SimSession]) -> list[dict[str, Any]]:
+    return list(heapq.merge(*(s.events for s in sessions), key=lambda e: e["ts"]))
+
+
+def _step_all(events: list[dict[str, Any]], engine: Engine) -> float:
+    states: dict[str, SessionState] = {}
+    started = time.perf_counter()
+    for event in events:
+        sid = event["session_id"]
+        state = states.get(sid)
+        if state is None:
+            state = states[sid] = SessionState(sid)
+        engine.step(state, dict(event))
+    for state in states.values():
+        engine.expire(state)
+    return time.perf_counter() - started
+
+
+def cost(args: argparse.Namespace, trained: Models) -> dict[str, float]:
+    """Microseconds per event of Engine.step: models off, on (rules decide), on (targeted)."""
+    sessions = list(simulate.generate(args.seed + 1, args.cost_sessions, effects="heterogeneous",
+                                      holdout_share=args.holdout_share))
+    events = _events(sessions)
+    config = _config(args.holdout_share)
+    cases: dict[str, Callable[[], Engine]] = {
+        "models off": lambda: Engine.from_config({**config, "model": {"enabled": False}}),
+        "models on, rules decide": lambda: Engine.from_config(
+            {"policy": {"holdout_share": args.holdout_share}}),
+        "models on, half targeted": lambda: Engine(Engine.from_config(config).rules,
+                                                   copy.deepcopy(trained)),
+    }
+    best: dict[str, float] = {}
+    for attempt in range(args.repeat):
+        for name, build in cases.items():
+            elapsed = _step_all(events, build())
+            best[name] = min(best.get(name, elapsed), elapsed)
+        print(f"cost run {attempt + 1}/{args.repeat}", file=sys.stderr)
+    us = {name: seconds / len(events) * 1e6 for name, seconds in best.items()}
+    print(f"\n== cost: Engine.step over {len(events):,} events of {args.cost_sessions:,} sessions "
+          f"(best of {args.repeat}) ==")
+    for name, value in us.items():
+        print(f"  {name:<26} {value:7.1f} us/event")
+    print(f"  {'the models':<26} {us['models on, half targeted'] - us['models off']:7.1f} us/event "
+          f"(the uplift model's share: "
+          f"{us['models on, half targeted'] - us['models on, rules decide']:+.1f})")
+    return us
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.uplift_policy", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--sessions", type=int, default=60_000)
+    p.add_argument("--holdout-share", type=float, default=0.2)
+    p.add_argument("--uniform-effect", type=float, default=0.1)
+    p.add_argument("--cost-sessions", type=int, default=5000)
+    p.add_argument("--repeat", type=int, default=5, help="cost: best of this many runs")
+    p.add_argument("--skip-uniform", action="store_true", help="only the heterogeneous run")
+    p.add_argument("--skip-cost", action="store_true")
+    args = p.parse_args(argv)
+
+    report, engine = _experiment(args, "heterogeneous", 0.0)
+    uniform = None if args.skip_uniform else _experiment(args, "uniform", args.uniform_effect)[0]
+    assert engine.models is not None
+    us = None if args.skip_cost else cost(args, engine.models)
+
+    rules, targeted = report["arms"]["rules"], report["arms"]["targeted"]
+    eligible, everyone = report["difference_eligible"], report["difference_all"]
+    where = targeted["realised_uplift_where_estimated"]
+    print("\n== issue 13, acceptance 2-4 ==")
+    results = [
+        _check(eligible["low"] > 0,
+               f"targeted converts more (eligible, not held out): {eligible['estimate']:+.4f} "
+               f"[{eligible['low']:+.4f}, {eligible['high']:+.4f}]; all sessions "
+               f"{everyone['estimate']:+.4f} [{everyone['low']:+.4f}, {everyone['high']:+.4f}]"),
+        _check(all((targeted[k] or float("inf")) < (rules[k] or float("inf")) for k in (
+                   "interventions_per_conversion_gained", "interventions_per_true_conversion_gained")),
+               f"fewer interventions per conversion gained: targeted "
+               f"{experiment._num(targeted['interventions_per_conversion_gained'], '.1f')} vs rules "
+               f"{experiment._num(rules['interventions_per_conversion_gained'], '.1f')} (realised); "
+               f"{experiment._num(targeted['interventions_per_true_conversion_gained'], '.1f')} vs "
+               f"{experiment._num(rules['interventions_per_true_conversion_gained'], '.1f')} (true)"),
+        _check(where["low"] is not None and where["low"] <= targeted["true_uplift_where_estimated"]
+               <= where["high"] and where["low"] <= targeted["estimated_uplift"] <= where["high"],
+               f"true uplift {targeted['true_uplift_where_estimated']:+.4f} and the model's estimate "
+               f"{targeted['estimated_uplift']:+.4f} within the realised interval "
+               f"[{where['low']:+.4f}, {where['high']:+.4f}]"),
+        _check(all(h == n for r in (report, uniform) if r for h, n in r["help_requests"].values()),
+               "help requests handed off in every session of both arms: "
+               + ", ".join(f"{arm} {h}/{n}" for arm, (h, n) in report["help_requests"].items())),
+    ]
+    if uniform is not None:
+        u = uniform["difference_eligible"]
+        results.append(_check(u["high"] >= 0, f"uniform effects: targeted not worse: "
+                              f"{u['estimate']:+.4f} [{u['low']:+.4f}, {u['high']:+.4f}]"))
+    if us is not None:
+        print(f"INFO  the models cost {us['models on, half targeted'] - us['models off']:.1f} "
+              "us/event")
+    return 0 if all(results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,205 @@
+"""Is an intervention worth showing this session now? An online uplift model.
+
+The risk model says who is likely to leave; that is not who an intervention helps (a
+browser with a dead button is likely to leave and a nudge will not change it). The
+uplift of an action *a* for a session is ``P(convert | context, a) - P(convert |
+context, nothing)``. :class:`UpliftModel` estimates it with a River ``AdPredictor``
+(Bayesian online probit regression: a Gaussian belief over every weight, so each
+estimate comes with its uncertainty) over indicators of the session's decision context
+(:func:`context`) and, for a session an intervention reached, the same indicators
+crossed with that action: the context's weights learn who converts anyway, from every
+outcome; the crossed weights learn what the action changes.
+
+What it learns from, once per session at its outcome (prequential: the estimate used
+at the decision was made before), with the features of the decision that counted:
+
+- as the control (no action): sessions decided for but not shown (the policy's
+  holdout: random, so it shows what happens to sessions like these without an
+  intervention) and sessions where the model chose to do nothing;
+- as a nudge or a handoff: sessions shown that intervention (the strongest one shown),
+  in either arm: the rules arm's interventions teach it too.
+
+Deciding (:meth:`UpliftModel.choose`) is Thompson sampling: draw each learner's
+probability from its belief, and take the action whose drawn uplift, less its cost,
+is largest, or nothing when none is positive. Where the model is sure, that is the
+best action; where it is not, it tries each as often as it might be best, which is
+how it keeps learning about actions it would otherwise stop taking.
+
+>>> model = UpliftModel(warmup=50, seed=1)
+>>> import random
+>>> rng = random.Random(3)
+>>> helps = ["kind:checkout_failure", "payment:decline"]   # a nudge: 0.35 -> 0.60
+>>> annoys = ["kind:dead_click", "stage:1"]                 # a nudge: 0.08 -> 0.05
+>>> for _ in range(600):
+...     model.learn(helps, "nudge", rng.random() < 0.60)
+...     model.learn(helps, "none", rng.random() < 0.35)
+...     model.learn(annoys, "nudge", rng.random() < 0.05)
+...     model.learn(annoys, "none", rng.random() < 0.08)
+>>> model.warm
+True
+>>> round(model.estimate(helps, "nudge")[0], 2), round(model.estimate(annoys, "nudge")[0], 2)
+(0.25, -0.04)
+>>> [sum(model.choose(c, ["nudge"])[0] == "nudge" for _ in range(100)) for c in (helps, annoys)]
+[100, 0]
+
+The contexts' own weights share what they have in common, and the treatment's are
+crossed with each indicator: an action never tried in a context is uncertain there,
+so Thompson sampling tries it now and then (exploration), until it knows.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Final
+
+from river import linear_model
+
+ACTIONS: Final = ("none", "nudge", "handoff")
+#: Failed payments by class: what another payment method can fix ("decline"), what an
+#: address can ("address"), and what neither can ("technical").
+PAYMENT_CLASSES: Final = ("decline", "address", "technical")
+_PAYMENT_CODES: Final[Mapping[str, str]] = {
+    "card_declined": "decline", "insufficient_funds": "decline", "3ds_failed": "decline",
+    "do_not_honor": "decline", "expired_card": "decline", "declined": "decline",
+    "authentication": "decline", "avs_mismatch": "address", "invalid_address": "address",
+    "gateway_timeout": "technical", "timeout": "technical", "server_error": "technical",
+}
+
+
+def payment_class(value: Any) -> str | None:
+    """The class of a failed payment's ``code`` or ``reason`` (None when unknown).
+
+    >>> payment_class("card_declined"), payment_class(502), payment_class("avs_mismatch")
+    ('decline', 'technical', 'address')
+    """
+    if isinstance(value, int) and not isinstance(value, bool):
+        return "technical" if value >= 500 else None
+    return _PAYMENT_CODES.get(str(value).lower()) if value is not None else None
+
+
+def context(x: Mapping[str, float], detector: str) -> list[str]:
+    """The decision context: active indicators from the features at the decision.
+
+    The friction kind that triggered the decision, the funnel stage and the two
+    together, the classes of failed payments and how many failed, the friction score
+    (bucketed) and whether something was shown already: what the outcome depends on,
+    and what the rules' own choice depends on (so the model compares like with like).
+
+    >>> context({"stage_product": 1.0, "stage_cart": 1.0, "payment_decline": 1.0,
+    ...          "count_checkout_failed": math.log1p(2), "friction": 1.2}, "rage_click")
+    ['kind:rage_click', 'stage:2', 'kind:rage_click/stage:2', 'payment:decline', 'failed:2', 'score:1']
+    """
+    stage = int(x.get("stage_product", 0) + x.get("stage_cart", 0) + x.get("stage_checkout", 0))
+    keys = [f"kind:{detector}", f"stage:{stage}", f"kind:{detector}/stage:{stage}"]
+    keys += [f"payment:{c}" for c in PAYMENT_CLASSES if x.get(f"payment_{c}")]
+    failed = round(math.expm1(x.get("count_checkout_failed", 0.0)))
+    if failed:
+        keys.append(f"failed:{min(failed, 3)}")
+    score = x.get("friction", 0.0)
+    keys.append(f"score:{0 if score < 0.5 else 1 if score < 1.5 else 2}")
+    if x.get("interventions"):
+        keys.append("shown:before")
+    return keys
+
+
+#: The key of ``AdPredictor``'s always-active bias weight in its ``means``.
+_BIAS: Final = "__bias__"
+
+
+def _phi(z: float) -> float:
+    return 0.5 * (1.0 + math.erf(z / math.sqrt(2.0)))
+
+
+class UpliftModel:
+    """One ``AdPredictor`` over the context and the action (see the module docstring).
+
+    ``warmup``: outcomes of the control, and of the interventions together, it learns
+    before :attr:`warm` (until then the rules decide alone). ``noise``: the probit's
+    label noise (``beta`` of ``AdPredictor``); every weight starts as N(0, 1), so a
+    larger noise is also a tighter prior on what one indicator can change.
+    ``prior``: P(convert) before anything is learned.
+    """
+
+    def __init__(self, warmup: int = 300, seed: int = 42, *, noise: float = 2.0,
+                 prior: float = 0.3) -> None:
+        if warmup < 0:
+            raise ValueError(f"model.uplift_warmup = {warmup} must be >= 0")
+        if not 0.0 < prior < 1.0 or noise <= 0:
+            raise ValueError(f"prior = {prior} must be in (0, 1), noise = {noise} > 0")
+        self.warmup = warmup
+        self.noise = noise
+        self._learner = linear_model.AdPredictor(beta=noise, prior_probability=prior, epsilon=0.0)
+        self._rng = random.Random(seed)
+        self.learned: dict[str, int] = dict.fromkeys(ACTIONS, 0)
+
+    @property
+    def warm(self) -> bool:
+        """Has it learned enough to decide: ``warmup`` control and treated outcomes?"""
+        n = self.learned
+        return n["none"] >= self.warmup and n["nudge"] + n["handoff"] >= self.warmup
+
+    @staticmethod
+    def _treatment(keys: Iterable[str], action: str) -> list[str]:
+        """The indicators of ``action`` in this context: its own, and crossed with each
+        context indicator (the uplift's weights)."""
+        if action == "none":
+            return []
+        return [action, *(f"{action}|{k}" for k in keys)]
+
+    def learn(self, keys: Sequence[str], action: str, converted: bool) -> None:
+        """One outcome: the session converted (or not) after ``action`` reached it."""
+        x = dict.fromkeys((*keys, *self._treatment(keys, action)), 1)
+        self._learner.learn_one(x, converted)
+        self.learned[action] += 1
+
+    def _belief(self, keys: Iterable[str]) -> tuple[float, float]:
+        """Mean and variance of the sum of these weights (unseen ones: the prior)."""
+        means, variances = self._learner.means, self._learner.variances
+        return (sum(means.get(k, 0.0) for k in keys),
+                sum(variances.get(k, 1.0) for k in keys))
+
+    def _parts(self, keys: Sequence[str], action: str) -> tuple[tuple[float, float], tuple[float, float]]:
+        """(mean, variance) of the baseline score (with the bias) and of the uplift's."""
+        if _BIAS not in self._learner.means:
+            self._learner.predict_proba_one(dict.fromkeys(keys, 1))  # sets up the bias
+        base = self._belief((*keys, _BIAS))
+        return base, self._belief(self._treatment(keys, action))
+
+    def probability(self, keys: Sequence[str], action: str) -> float:
+        """P(convert | context, action): the predictive probability."""
+        (mb, vb), (mt, vt) = self._parts(keys, action)
+        return _phi((mb + mt) / math.sqrt(vb + vt + self.noise**2))
+
+    def estimate(self, keys: Sequence[str], action: str) -> tuple[float, float]:
+        """The uplift of ``action`` over nothing, and (roughly) its standard deviation."""
+        if action == "none":
+            return 0.0, 0.0
+        (mb, vb), (mt, vt) = self._parts(keys, action)
+        treated = math.sqrt(vb + vt + self.noise**2)
+        p1 = _phi((mb + mt) / treated)
+        p0 = _phi(mb / math.sqrt(vb + self.noise**2))
+        density = math.exp(-0.5 * ((mb + mt) / treated) ** 2) / math.sqrt(2 * math.pi)
+        return p1 - p0, density * math.sqrt(vt) / treated
+
+    def choose(
+        self, keys: Sequence[str], allowed: Sequence[str], *, handoff_cost: float = 0.0
+    ) -> tuple[str | None, float | None]:
+        """Thompson sampling over nothing and the ``allowed`` actions: the action to take
+        (None for nothing) and its estimated uplift (:meth:`estimate`'s mean)."""
+        gauss, noise = self._rng.gauss, self.noise
+        (mb, vb), _ = self._parts(keys, "none")
+        base = gauss(mb, math.sqrt(vb))
+        control = _phi(base / noise)
+        best, value = None, 0.0
+        for action in allowed:
+            mt, vt = self._belief(self._treatment(keys, action))
+            gain = _phi((base + gauss(mt, math.sqrt(vt))) / noise) - control
+            gain -= handoff_cost if action == "handoff" else 0.0
+            if gain > value:
+                best, value = action, gain
+        return best, (None if best is None else self.estimate(keys, best)[0])
+
+    def summary(self) -> dict[str, Any]:
+        return {"uplift_learned": dict(self.learned), "uplift_warm": self.warm}
