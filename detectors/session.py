@@ -62,6 +62,12 @@ STATE_MAX_BYTES = 16 * 1024
 #: Seen event ids go last: as tags they are small, and without them a retried beacon
 #: would count twice.
 TRIM_PARTS: Final = ("errors", "pages", "signals", "checkout", "detectors", "seen_ids")
+#: Partitions whose latest applied record a session remembers (``SessionState.applied``).
+#: A keyed session's records all come from one partition; keyless records may spread a
+#: session over several, and past this many the least recently used one is forgotten.
+MAX_APPLIED_PARTITIONS: Final = 8
+#: What an ended session keeps (its tombstone, :meth:`SessionState.tombstone`).
+TOMBSTONE_FIELDS: Final = ("session_id", "seq", "ended_at", "applied")
 
 #: The names of the nudge variant a session was shown (``state.model["variant"]``).
 VARIANT_KEYS: Final = ("message_key", "arm", "intervention_id", "rewarded")
@@ -225,9 +231,63 @@ class SessionState:
     seen_at: int | None = None
     #: Server time minus the client's ``ts`` at the session's first event.
     clock_offset: int | None = None
+    #: Where the state stands in Kafka: per partition of the events topic (its number
+    #: as a string, JSON's way), the offset of the latest record applied to it. A record
+    #: at or below it is a re-delivery (after a restart or a rebalance) and is not
+    #: applied again (:meth:`holds`). Written with the state, so it survives exactly as
+    #: the state does; never trimmed by :meth:`encode`. Empty for events without a Kafka
+    #: position (replay, tests).
+    applied: dict[str, int] = field(default_factory=dict)
+    #: The fleet's clock (server time, ms) when the session ended (``session_end`` or
+    #: idle expiry). An ended state is stored as its :meth:`tombstone`.
+    ended_at: int | None = None
 
     def to_json(self) -> bytes:
         return orjson.dumps(self)
+
+    def holds(self, partition: int, offset: int) -> bool:
+        """True when the record at ``partition``/``offset`` was applied to this state
+        already: a re-delivery. Never for a record without a Kafka position (-1).
+
+        >>> state = SessionState("s")
+        >>> state.mark_applied(3, 120)
+        >>> state.holds(3, 120), state.holds(3, 119), state.holds(3, 121), state.holds(2, 5)
+        (True, True, False, False)
+        >>> state.mark_applied(-1, -1)
+        >>> state.holds(-1, -1), state.applied
+        (False, {'3': 120})
+        """
+        if partition < 0 or offset < 0:
+            return False
+        return self.applied.get(str(partition), -1) >= offset
+
+    def mark_applied(self, partition: int, offset: int) -> None:
+        """Note that the record at ``partition``/``offset`` is being applied (no-op for a
+        record without a Kafka position)."""
+        if partition < 0 or offset < 0:
+            return
+        name = str(partition)
+        if self.applied.get(name) == offset:
+            return
+        self.applied.pop(name, None)  # the most recently used partition goes last
+        self.applied[name] = offset
+        while len(self.applied) > MAX_APPLIED_PARTITIONS:
+            del self.applied[next(iter(self.applied))]
+
+    def tombstone(self, ended_at: int) -> SessionState:
+        """What is kept of the session once it ended: its id, how many events it had,
+        when it ended (server time) and where it stands in Kafka, so that its records,
+        delivered again, are recognised and skipped. :meth:`encode` writes only these
+        fields (:data:`TOMBSTONE_FIELDS`): under 100 bytes besides the id.
+
+        >>> tomb = SessionState("s", seq=40, pages=["/a"], applied={"0": 7}).tombstone(1_767_225_600_000)
+        >>> tomb.encode()[0]
+        b'{"session_id":"s","seq":40,"ended_at":1767225600000,"applied":{"0":7}}'
+        >>> SessionState.from_json(tomb.encode()[0]) == tomb
+        True
+        """
+        return SessionState(self.session_id, seq=self.seq, applied=dict(self.applied),
+                            ended_at=ended_at)
 
     def encode(self, max_bytes: int = STATE_MAX_BYTES) -> tuple[bytes, dict[str, int]]:
         """The state as JSON of at most ``max_bytes``, and what was dropped to fit.
@@ -236,13 +296,17 @@ class SessionState:
         order: errors, pages, signals, checkout reasons and codes, then whole detector
         slices, largest first (that detector starts afresh for this session), and the
         seen event ids last. Counters, the policy's and the models' slices are small by
-        construction and always kept. The returned dict counts dropped items by part.
+        construction and always kept, and so is where the state stands in Kafka
+        (``applied``). An ended state is written as its :meth:`tombstone`. The returned
+        dict counts dropped items by part.
 
         >>> state = SessionState("s", pages=[f"/p/{i}" for i in range(100)], seen_ids=[1, 2])
         >>> raw, dropped = state.encode(512)
         >>> len(raw) <= 512, dropped, state.pages[-1], state.seen_ids
-        (True, {'pages': 65}, '/p/99', [1, 2])
+        (True, {'pages': 68}, '/p/99', [1, 2])
         """
+        if self.ended_at is not None:
+            return orjson.dumps({name: getattr(self, name) for name in TOMBSTONE_FIELDS}), {}
         raw = orjson.dumps(self)
         dropped: dict[str, int] = {}
         while len(raw) > max_bytes:

@@ -268,6 +268,19 @@ class Metrics:
         for outcome in WEBHOOK_OUTCOMES:
             for kind in ("handoff", "incident"):
                 self.webhook_deliveries.labels(outcome, kind)
+        # -- effectively-once state (streamer/stream/pipeline.py) ------------------------
+        self.redelivered = Counter(
+            "frictionwatch_redelivered",
+            "Kafka records skipped because the session's state already holds them (delivered "
+            "again after a restart or a rebalance); a keyless record counts once per session.",
+            registry=r,
+        )
+        self.tombstones = Gauge(
+            "frictionwatch_session_tombstones",
+            "Ended sessions kept as small tombstones until their records can no longer be "
+            "delivered again (not counted in frictionwatch_active_sessions).",
+            registry=r,
+        )
 
     def count_event(self, kind: str) -> None:
         (self.events_by_type.get(kind) or self.events_by_type["other"]).inc()

@@ -73,6 +73,14 @@ class Settings:
     model_checkpoint_s: float = setting(30.0, low=0.1, high=86_400,
                                         doc="how often the online models are checkpointed")
     demo: bool = setting(False, doc="serve the demo shop at /demo (frictionwatch run does)")
+    # -- effectively-once state (README "Effectively once") ---------------------------------
+    commit_interval_s: float = setting(
+        2.8, low=0.05, high=86_400,
+        doc="how often consumed offsets are committed (Faust's broker_commit_interval)")
+    tombstone_ms: int = setting(
+        3_600_000, low=1000, high=30 * 86_400_000,
+        doc="server time an ended session's tombstone is kept when the committed offset "
+            "of its partition cannot be read")
     # -- browser endpoints (SDK, SSE); see streamer/web/guard.py ----------------------------
     #: HMAC-SHA256 key of session tokens. Unset: a random one per process, so tokens
     #: open streams only on the worker that issued them; set FW_SECRET on every worker.

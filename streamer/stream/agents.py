@@ -48,7 +48,7 @@ def register(
     @app.timer(interval=2.0)
     async def update_gauges() -> None:
         m = pipeline.metrics
-        m.active_sessions.set(len(topics.session_to_state))
+        m.active_sessions.set(pipeline.active_sessions())  # tombstones of ended ones not counted
         models = pipeline.engine.models
         if models is not None:
             m.risk_auc.set(models.risk.auc)

@@ -17,6 +17,20 @@ is logged and counted, and the batch goes on.
 - the *client's* ``ts`` orders and spaces the events of one session only (what the
   detectors and the policy read). An event whose ``ts`` is far from its server time
   (:data:`CLOCK_SKEW_MS`) is still processed, and counted as clock skew.
+
+**Effectively once** (README "Effectively once"). Kafka delivers a record again when
+a worker stops before committing its offset. Each session's state remembers the
+position of the latest record applied to it (``SessionState.applied``, written in the
+same table write as the rest of the state, so it survives exactly as the state does),
+and a record at or below that position is skipped for that session: nothing in the
+state, no outputs, counted in ``frictionwatch_redelivered_total``. A session that ends
+(``session_end`` or idle expiry) leaves a tombstone (its id, ``seq``, ``ended_at`` and
+``applied``) rather than nothing, so its re-delivered records are skipped too; the
+sweep frees a tombstone once its records cannot be delivered again (see
+:meth:`Pipeline.sweep`). A later record for an ended session id, past the tombstone,
+starts a new session, as it always did. Records without a Kafka position (replay, the
+unit tests: partition or offset -1) keep the event-id de-duplication only, and an
+ended session without one leaves nothing.
 """
 
 from __future__ import annotations
@@ -26,7 +40,8 @@ import logging
 import math
 import re
 import time
-from collections.abc import Callable, MutableMapping, Sequence
+from collections.abc import Callable, Mapping, MutableMapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
@@ -54,7 +69,17 @@ MAX_DETAIL_BYTES: Final = 512
 #: ``fw-truncated`` = the original length): Kafka's default limit is 1 MB per record,
 #: and a refused input may have been that big.
 MAX_DEAD_LETTER_BYTES: Final = 512 * 1024
+#: How long (server time, ms, by the partition's clock) an ended session's tombstone is
+#: kept when the committed offset of its partition cannot be read (setting
+#: ``tombstone_ms``): a record is committed within seconds of being processed, so
+#: nothing this much older than the end is delivered again.
+TOMBSTONE_MS: Final = 3_600_000
 _INT_MAX: Final = 2**63 - 1
+
+#: What the sweep knows of a stored state without decoding it: the partition it was
+#: last written from (None: recovered from the changelog, not stepped here), its
+#: ``seen_at``, and for a tombstone its ``ended_at`` and ``applied``.
+_Known = tuple[int | None, int | None, int | None, dict[str, int] | None]
 
 
 @dataclass(slots=True)
@@ -169,6 +194,12 @@ class Pipeline:
     ``wall_clock`` (seconds, like :func:`time.time`) caps server times, so a producer's
     clock cannot move the fleet's ahead; None (replay) trusts the file's times.
     ``state_max_bytes`` is each session's stored-state budget (:meth:`SessionState.encode`).
+
+    Effectively once (module docstring): ``committed(partition)`` is the committed
+    offset of the events topic's partition, or None when unknown (without it,
+    tombstones are freed after ``tombstone_ms`` of server time); ``write_scope(key)``
+    is the context the sweep writes a key's tombstone in (a Faust store outside a
+    batch needs one: :mod:`streamer.stream.positions`).
     """
 
     def __init__(
@@ -180,6 +211,9 @@ class Pipeline:
         max_record_bytes: int,
         state_max_bytes: int = STATE_MAX_BYTES,
         wall_clock: Callable[[], float] | None = time.time,
+        tombstone_ms: int = TOMBSTONE_MS,
+        committed: Callable[[int], int | None] | None = None,
+        write_scope: Callable[[bytes], AbstractContextManager[object]] | None = None,
     ) -> None:
         self.engine = engine
         self.states = states
@@ -187,17 +221,28 @@ class Pipeline:
         self.max_record_bytes = max_record_bytes
         self.state_max_bytes = state_max_bytes
         self.wall_clock = wall_clock
+        self.tombstone_ms = tombstone_ms
+        self.committed = committed
+        self.write_scope: Callable[[bytes], AbstractContextManager[object]] = (
+            write_scope or _no_scope)
         #: Per partition, the largest server time seen on it (ms): the fleet's clock
         #: there, which idle expiry reads. Never moves backwards.
         self.clocks: dict[int, int] = {}
-        #: Each stored session's partition and ``seen_at``, so the sweep need not decode
-        #: every state; a cache of the table (rebuilt from it for keys it has not seen).
-        self._seen: dict[bytes, tuple[int | None, int | None]] = {}
+        #: What the sweep needs of each stored state (:data:`_Known`), so it need not
+        #: decode every one; a cache of the table (rebuilt from it for keys it has not seen).
+        self._known: dict[bytes, _Known] = {}
+        #: The keys of the tombstones this worker knows of (not active sessions).
+        self._ended: set[bytes] = set()
 
     @property
     def watermark(self) -> int:
         """The latest clock of any partition (0 before the first event)."""
         return max(self.clocks.values(), default=0)
+
+    def active_sessions(self) -> int:
+        """Sessions with state in the table, tombstones of ended ones not counted (a
+        tombstone recovered from the changelog counts until the next sweep reads it)."""
+        return max(0, len(self.states) - len(self._ended))
 
     def process(self, key: bytes | None, value: bytes | None, **meta: Any) -> Produced:
         """One record (see :meth:`process_batch`)."""
@@ -208,46 +253,63 @@ class Pipeline:
         m = self.metrics
         out = Produced()
         loaded: dict[bytes, SessionState] = {}
-        ended: set[bytes] = set()
+        #: The sessions a record was applied to, each with the partition it came from.
+        written: dict[bytes, int] = {}
         cap = None
         if self.wall_clock is not None:
             cap = int(self.wall_clock() * 1000) + FUTURE_SLACK_MS
+        timed = []
         for record in records:
             m.records.inc()
             try:
-                self._process_record(out, record, loaded, ended, cap)
+                if self._process_record(out, record, loaded, written, cap):
+                    timed.append(record)
             except Exception as exc:  # the last line of defense: a bug, not bad input
                 log.exception("internal error on %s[%d]@%d: record dead-lettered",
                               record.topic, record.partition, record.offset)
                 detail = f"{type(exc).__name__} while processing the record"
                 self._refuse(out, InvalidEvent(INTERNAL_ERROR, detail), record, record.value or b"")
-        for session_key, state in loaded.items():
+        for session_key, partition in written.items():
             try:
-                self._save(session_key, state, session_key in ended)
+                self._save(session_key, loaded[session_key], partition)
             except Exception:
                 # A state that cannot be written must not stop every later batch: the
                 # session starts afresh.
                 log.exception("internal error writing a session's state: state dropped")
                 m.invalid_by_reason[INTERNAL_ERROR].inc()
-                self.states.pop(session_key, None)
-                self._seen.pop(session_key, None)
+                self._forget(session_key)
         now = time.time()
-        for record in records:
+        for record in timed:  # a re-delivered record skipped whole decides nothing
             if record.timestamp_s is not None:
                 m.latency.observe(max(0.0, now - record.timestamp_s))
         return out
 
+    def _load(self, session_key: bytes) -> SessionState | None:
+        stored = self.states.get(session_key)
+        return SessionState.from_json(stored) if stored else None
+
     def _process_record(
         self, out: Produced, record: Record, loaded: dict[bytes, SessionState],
-        ended: set[bytes], cap: int | None,
-    ) -> None:
+        written: dict[bytes, int], cap: int | None,
+    ) -> bool:
+        """Apply one record; False when it was a re-delivery, skipped whole."""
+        key = record.key
+        if key is not None and record.partition >= 0 and record.offset >= 0:
+            # A keyed record holds one session's events (the key is its id): one look at
+            # that state tells a re-delivery, before any decoding or dead letter.
+            state = loaded.get(key)
+            if state is None and (state := self._load(key)) is not None:
+                loaded[key] = state
+            if state is not None and state.holds(record.partition, record.offset):
+                self.metrics.redelivered.inc()
+                return False
         raw = record.value or b""
         try:
             events, errors = decode_record(raw, record.key, max_bytes=self.max_record_bytes,
                                            on_scrub=self.metrics.count_scrub)
         except InvalidEvent as exc:
             self._refuse(out, exc, record, raw)
-            return
+            return True
         if errors:
             # Each bad element's own bytes, cut out of the record; never re-serialized.
             pieces = element_bytes(raw, max(e.index or 0 for e in errors))
@@ -255,23 +317,33 @@ class Pipeline:
                 index = error.index or 0
                 self._refuse(out, error, record, raw if pieces is None else pieces[index])
         record_ms = _record_ms(record.timestamp_s)
+        checked: set[bytes] = set()
+        skipped: set[bytes] = set()
         for event in events:
             # A keyless record may mix sessions: each event goes to its own state.
             session_key = event["session_id"].encode()
             state = loaded.get(session_key)
             if state is None:
-                stored = self.states.get(session_key)
                 state = loaded[session_key] = (
-                    SessionState.from_json(stored) if stored
-                    else SessionState(event["session_id"])
-                )
-            self._step(out, state, event, self._server_time(event, record_ms, cap),
-                       record.partition)
-            self._seen[session_key] = (record.partition, state.seen_at)
+                    self._load(session_key) or SessionState(event["session_id"]))
+            if session_key not in checked:
+                if state.holds(record.partition, record.offset):
+                    if session_key not in skipped:  # this session has the record already
+                        skipped.add(session_key)
+                        self.metrics.redelivered.inc()
+                    continue
+                checked.add(session_key)
+            if state.ended_at is not None:
+                # The session ended before this event (a tombstone, or earlier in this
+                # batch): the id starts a new session, as when the end left nothing.
+                state = loaded[session_key] = SessionState(event["session_id"])
+            state.mark_applied(record.partition, record.offset)
+            written[session_key] = record.partition
+            server_ts = self._server_time(event, record_ms, cap)
+            self._step(out, state, event, server_ts, record.partition)
             if event["type"] == "session_end":
-                ended.add(session_key)
-            else:
-                ended.discard(session_key)
+                state.ended_at = state.seen_at if state.seen_at is not None else server_ts
+        return True
 
     def _server_time(self, event: Event, record_ms: int | None, cap: int | None) -> int:
         """``received_at``, else the record's timestamp, else ``ts``; capped in the stream."""
@@ -282,16 +354,31 @@ class Pipeline:
             t = cap
         return int(t)
 
-    def _save(self, session_key: bytes, state: SessionState, ended: bool) -> None:
+    def _save(self, session_key: bytes, state: SessionState, partition: int) -> None:
         # Assign, never mutate in place: only an assignment reaches the changelog.
-        if ended:
-            self.states.pop(session_key, None)
-            self._seen.pop(session_key, None)
+        if state.ended_at is not None and not state.applied:
+            # Ended, and without a Kafka position (replay): nothing can come again.
+            self._forget(session_key)
             return
-        raw, dropped = state.encode(self.state_max_bytes)
+        raw, dropped = state.encode(self.state_max_bytes)  # an ended state: its tombstone
         for part, n in dropped.items():
             self.metrics.state_trimmed.labels(part).inc(n)
         self.states[session_key] = raw
+        self._note(session_key, state, partition)
+
+    def _note(self, session_key: bytes, state: SessionState, partition: int | None) -> None:
+        """Remember what the sweep needs of a stored state (:data:`_Known`)."""
+        if state.ended_at is None:
+            self._known[session_key] = (partition, state.seen_at, None, None)
+            self._ended.discard(session_key)
+        else:
+            self._known[session_key] = (partition, None, state.ended_at, dict(state.applied))
+            self._ended.add(session_key)
+
+    def _forget(self, session_key: bytes) -> None:
+        self.states.pop(session_key, None)
+        self._known.pop(session_key, None)
+        self._ended.discard(session_key)
 
     def _step(
         self, out: Produced, state: SessionState, event: Event, server_ts: int, partition: int
@@ -340,41 +427,92 @@ class Pipeline:
     def sweep(
         self, idle_ms: int, owns: Callable[[bytes], bool] = lambda key: True
     ) -> list[Outcome]:
-        """Expire sessions idle for ``idle_ms`` of the fleet's clock.
+        """Expire sessions idle for ``idle_ms`` of the fleet's clock; free tombstones.
 
         A session is idle when its ``seen_at`` (the server time of its latest event;
         ``last_ts`` for states written before there was one) is more than ``idle_ms``
         behind the clock of its partition (of all partitions for a state recovered from
         the changelog that this worker has not stepped yet). Each gets its outcome
-        (abandoned, unless it converted) and its state is freed. ``owns`` says whether
-        this worker is the active owner of a key (a standby copy must not be expired by
-        a worker that does not own it). A state that cannot be expired (a bug) is
+        (abandoned, unless it converted), and its state becomes a tombstone (or is freed,
+        without a Kafka position). A tombstone is never expired (no second outcome) and
+        is freed once no record it holds can be delivered again: when the committed
+        offset has passed it on each partition, or, where that cannot be read, when the
+        partition's clock is ``tombstone_ms`` past its end. ``owns`` says whether this
+        worker is the active owner of a key (a standby copy must not be expired or freed
+        by a worker that does not own it). A state that cannot be expired (a bug) is
         logged, counted as ``internal_error`` and freed.
         """
         expired = []
         watermark = self.watermark
-        known, self._seen = self._seen, {}
+        known, self._known, self._ended = self._known, {}, set()
         for session_key in list(self.states.keys()):
             try:
-                if session_key in known:
-                    partition, seen = known[session_key]
-                else:  # recovered from the changelog: decode once
+                entry = known.get(session_key)
+                if entry is None:  # recovered from the changelog: decode once
                     stored = SessionState.from_json(self.states[session_key])
-                    partition, seen = None, _seen_at(stored)
+                    entry = _entry(stored, None)
+                partition, seen, ended_at, applied = entry
+                if ended_at is not None:  # a tombstone
+                    if owns(session_key) and self._releasable(ended_at, applied or {}):
+                        self.states.pop(session_key, None)
+                    else:
+                        self._known[session_key] = entry
+                        self._ended.add(session_key)
+                    continue
                 clock = watermark if partition is None else self.clocks.get(partition, 0)
                 if seen is None or seen >= clock - idle_ms or not owns(session_key):
-                    self._seen[session_key] = (partition, seen)
+                    self._known[session_key] = entry
                     continue
-                outcome = self.engine.expire(SessionState.from_json(self.states[session_key]))
+                state = SessionState.from_json(self.states[session_key])
+                outcome = self.engine.expire(state)
                 self._count(outcome)
                 expired.append(outcome)
+                if state.applied:
+                    tombstone = state.tombstone(clock)
+                    with self.write_scope(session_key):
+                        self.states[session_key] = tombstone.encode()[0]
+                    self._note(session_key, tombstone, partition)
+                    continue
             except Exception:
                 if not _owned(owns, session_key):
                     continue  # another worker's state: never ours to drop
                 log.exception("internal error expiring a session: state dropped")
                 self.metrics.invalid_by_reason[INTERNAL_ERROR].inc()
             self.states.pop(session_key, None)
+        self.metrics.tombstones.set(len(self._ended))
         return expired
+
+    def _releasable(self, ended_at: int, applied: Mapping[str, int]) -> bool:
+        """True when no record a tombstone holds can be delivered again."""
+        for name, offset in applied.items():
+            partition = int(name)
+            committed = self._committed(partition)
+            if committed is not None:
+                if committed <= offset:  # Kafka's committed offset: the next one to read
+                    return False
+            elif self.clocks.get(partition, ended_at) - ended_at < self.tombstone_ms:
+                return False
+        return True
+
+    def _committed(self, partition: int) -> int | None:
+        if self.committed is None:
+            return None
+        try:
+            offset = self.committed(partition)
+        except Exception:  # read from a consumer's internals: never fatal here
+            log.debug("committed offset of partition %d unreadable", partition, exc_info=True)
+            return None
+        return offset if type(offset) is int and offset >= 0 else None
+
+
+def _entry(state: SessionState, partition: int | None) -> _Known:
+    if state.ended_at is None:
+        return (partition, _seen_at(state), None, None)
+    return (partition, None, state.ended_at, dict(state.applied))
+
+
+def _no_scope(key: bytes) -> AbstractContextManager[object]:
+    return nullcontext()
 
 
 def _owned(owns: Callable[[bytes], bool], key: bytes) -> bool:
