@@ -189,8 +189,12 @@ def _slow_receiver_scenario(broker: EmbeddedBroker, tmp_path: Path) -> None:
             bootstrap = w.settings.bootstrap_servers
             wait_for(lambda: w.metric("frictionwatch_webhook_partitions") == 2, 60,
                      "the webhook sink to read its partitions", w.process)
+            # Three failed payments: a nudge (never posted), then a handoff. Not a help
+            # request: that handoff is shown even to a holdout session.
             asyncio.run(produce(bootstrap, [
-                (s.encode(), orjson.dumps({"session_id": s, "type": "help_request", "ts": BASE_TS}))
+                (s.encode(), orjson.dumps([{"session_id": s, "type": "checkout_failed",
+                                            "ts": BASE_TS + i, "reason": "card_declined"}
+                                           for i in range(3)]))
                 for s in (shown, held)]))
             wait_for(lambda: len(receiver.requests) == 1, 60, "the handoff to reach the receiver")
 
@@ -216,9 +220,10 @@ def _slow_receiver_scenario(broker: EmbeddedBroker, tmp_path: Path) -> None:
 
             # The holdout session's handoff went past the sink (its offset is committed)
             # without a request.
-            out = asyncio.run(consume(bootstrap, "frictionwatch.interventions",
-                                      lambda rs: any(r.key == held.encode() for r in rs)))
-            [held_record] = [r for r in out if r.key == held.encode()]
+            out = asyncio.run(consume(bootstrap, "frictionwatch.interventions", lambda rs: any(
+                r.key == held.encode() and orjson.loads(r.value)["kind"] == "handoff" for r in rs)))
+            [held_record] = [r for r in out if r.key == held.encode()
+                             and orjson.loads(r.value)["kind"] == "handoff"]
             assert orjson.loads(held_record.value)["delivered"] is False
             wait_for(lambda: asyncio.run(committed(
                 bootstrap, f"{app_id}-webhooks", "frictionwatch.interventions", 2)
