@@ -7,27 +7,27 @@ customer's third failed payment and the handoff. A short wait costs a few idle
 fetches per second and nothing else.
 
 And one fix, of the commit stall after a restart (issue 11). When table recovery is
-done, Faust resumes the stream partitions and *then* awaits the seek to the committed
-offsets (``Recovery.on_recovery_completed``); records fetched meanwhile are delivered
-to the stream, and the seek then sets each partition's read offset back to the
-committed offset. The next record looks like a jump over the ones just delivered, and
-``Consumer._add_gap`` files them as a gap (offsets that will never come). At commit
-time ``_new_offset`` merges the gap into the acked offsets, where each of them is now
-twice; its run of consecutive offsets stops at every duplicate, so each commit moved
-the partition on by one offset: hundreds of records stayed uncommitted for minutes
-after everything was processed, and every next restart re-delivered them. Here the
-read offset is never set back below a record delivered during the seek.
+done, ``Recovery.on_recovery_completed`` resumes the stream partitions, *then* awaits the
+seek to the committed offsets, and only then resumes the flow, which clears the
+streams' queues. Records fetched in between reach the streams (some are processed,
+some are cleared from a queue unprocessed), and the seek sets each read offset back to
+the committed offset while records fetched before it keep coming. The next one looks
+like a jump over those just delivered, and ``Consumer._add_gap`` files them as a gap
+(offsets that will never come). At commit time ``_new_offset`` merges the gap into the
+acked offsets, where each processed one is now twice: its run of consecutive offsets
+stops at every duplicate, so each commit moved the partition on by one offset
+(hundreds of processed records stayed uncommitted for minutes, and every next restart
+re-delivered them); a cleared record inside the gap would be committed unprocessed.
+Here the stream partitions stay paused from the seek until the flow resumes: nothing
+reaches a stream in between, and reading restarts at the committed offsets.
 """
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
-
-log = logging.getLogger(__name__)
 
 
 class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
@@ -38,32 +38,27 @@ class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
 
 
 class _Consumer(faust_aiokafka.Consumer):
-    _delivered_during_seek: dict[Any, int | None] | None = None
+    #: Stream partitions perform_seek paused, until resume_flow resumes them.
+    _paused_for_seek: frozenset[Any] = frozenset()
 
     def _new_consumer_thread(self) -> _ConsumerThread:
         return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
     async def perform_seek(self) -> None:
-        before = dict(self._read_offset)
+        # Nothing may reach a stream between here and the flow's resume (which clears
+        # the streams' queues and reads on from the read offsets this seek sets).
+        streams = frozenset(tp for tp in self._get_active_partitions()
+                            if self.app.topics.acks_enabled_for(tp.topic))
+        if streams:
+            self.pause_partitions(streams)
+            self._paused_for_seek |= streams
         await super().perform_seek()
-        during, self._delivered_during_seek = self._delivered_during_seek, None
-        for tp, last in (during or {}).items():
-            # Written by the fetch loop while the seek was awaited: delivered, not to be
-            # read again (the next offset to read is the one after it).
-            if last is not None and last != before.get(tp):
-                current = self._read_offset.get(tp)
-                if current is None or last + 1 > current:
-                    self._read_offset[tp] = last + 1
-                    log.info("%s: records up to offset %d came in while seeking to the "
-                             "committed offset %s; reading on from %d", tp, last, current,
-                             last + 1)
 
-    async def seek_to_committed(self) -> Any:
-        committed = await super().seek_to_committed()
-        # The read offsets as the fetch loop left them, just before perform_seek
-        # overwrites them with the committed offsets (no await in between).
-        self._delivered_during_seek = dict(self._read_offset)
-        return committed
+    def resume_flow(self) -> None:
+        super().resume_flow()
+        paused, self._paused_for_seek = self._paused_for_seek, frozenset()
+        if paused:
+            self.resume_partitions(paused & self.assignment())
 
 
 class _Transport(faust_aiokafka.Transport):
