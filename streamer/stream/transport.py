@@ -56,6 +56,8 @@ class _Consumer(faust_aiokafka.Consumer):
 
     def resume_flow(self) -> None:
         super().resume_flow()
+        if self.app.in_recovery:
+            return  # the flow resumed to read changelogs: the streams wait for its end
         paused, self._paused_for_seek = self._paused_for_seek, frozenset()
         if paused:
             self.resume_partitions(paused & self.assignment())
