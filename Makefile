@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench lint clean system-packages config-reference
+.PHONY: run test bench faults lint clean system-packages config-reference
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,10 @@ test: $(STAMP) system-packages
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.pipeline_throughput
+
+# Faults on the embedded broker (SIGKILLs, a takeover, a broker pause) against replay; ~12 min.
+faults: $(STAMP)
+	$(BIN)/python -m benchmarks.faults
 
 lint: $(STAMP)
 	$(BIN)/ruff check streamer detectors tests benchmarks

@@ -5,6 +5,21 @@ fetch as soon as data arrives, so there the wait costs nothing; the embedded bro
 (Tansu) holds the fetch for the full wait instead, which put ~0.7 s between a
 customer's third failed payment and the handoff. A short wait costs a few idle
 fetches per second and nothing else.
+
+And one fix, of the commit stall after a restart (issue 11). When table recovery is
+done, ``Recovery.on_recovery_completed`` resumes the stream partitions, *then* awaits the
+seek to the committed offsets, and only then resumes the flow, which clears the
+streams' queues. Records fetched in between reach the streams (some are processed,
+some are cleared from a queue unprocessed), and the seek sets each read offset back to
+the committed offset while records fetched before it keep coming. The next one looks
+like a jump over those just delivered, and ``Consumer._add_gap`` files them as a gap
+(offsets that will never come). At commit time ``_new_offset`` merges the gap into the
+acked offsets, where each processed one is now twice: its run of consecutive offsets
+stops at every duplicate, so each commit moved the partition on by one offset
+(hundreds of processed records stayed uncommitted for minutes, and every next restart
+re-delivered them); a cleared record inside the gap would be committed unprocessed.
+Here the stream partitions stay paused from the seek until the flow resumes: nothing
+reaches a stream in between, and reading restarts at the committed offsets.
 """
 
 from __future__ import annotations
@@ -23,8 +38,29 @@ class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
 
 
 class _Consumer(faust_aiokafka.Consumer):
+    #: Stream partitions perform_seek paused, until resume_flow resumes them.
+    _paused_for_seek: frozenset[Any] = frozenset()
+
     def _new_consumer_thread(self) -> _ConsumerThread:
         return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+    async def perform_seek(self) -> None:
+        # Nothing may reach a stream between here and the flow's resume (which clears
+        # the streams' queues and reads on from the read offsets this seek sets).
+        streams = frozenset(tp for tp in self._get_active_partitions()
+                            if self.app.topics.acks_enabled_for(tp.topic))
+        if streams:
+            self.pause_partitions(streams)
+            self._paused_for_seek |= streams
+        await super().perform_seek()
+
+    def resume_flow(self) -> None:
+        super().resume_flow()
+        if self.app.in_recovery:
+            return  # the flow resumed to read changelogs: the streams wait for its end
+        paused, self._paused_for_seek = self._paused_for_seek, frozenset()
+        if paused:
+            self.resume_partitions(paused & self.assignment())
 
 
 class _Transport(faust_aiokafka.Transport):
