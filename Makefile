@@ -23,8 +23,9 @@ run: $(STAMP)
 test: $(STAMP) system-packages
 	$(BIN)/python -m pytest
 
+# One table on the same records (benchmarks/README.md); e.g. make bench BENCH_ARGS="--events 20000"
 bench: $(STAMP)
-	$(BIN)/python -m benchmarks.pipeline_throughput
+	$(BIN)/python -m benchmarks.pipeline_throughput $(BENCH_ARGS)
 
 # Faults on the embedded broker (SIGKILLs, a takeover, a broker pause) against replay; ~12 min.
 faults: $(STAMP)

@@ -1,15 +1,18 @@
 """The baseline: a naive Faust agent, the way the Faust tutorials write one.
 
-One event per Kafka record, Faust's own ``json`` value serializer, one Table write per
-event (a per-session event count), memory store. Run as a worker subprocess by
-:mod:`benchmarks.pipeline_throughput`::
+It consumes the very records our pipeline consumes: a record holds one event (a JSON
+object) or an array of one session's events. Faust's own ``json`` value serializer
+decodes it, and the agent writes its session's table entry (an event count) once per
+record, however many events the record holds; memory store. Run as a worker
+subprocess by :mod:`benchmarks.pipeline_throughput`::
 
     python -m benchmarks.naive_agent --broker 127.0.0.1:PORT --app-id ID \\
         --topic TOPIC --partitions 4 --web-port PORT
 
-``GET /count/`` on the web port answers ``{"count": N}``: the events fully processed
-(table written) so far, read by the harness the same way it reads our worker's
-``/metrics``.
+``GET /count/`` on the web port answers ``{"count": N, "records": R}``: the events and
+records fully processed (table written) so far, read by the harness the same way it
+reads our worker's ``/metrics``. Consumer-group timeouts are the embedded broker's
+(:data:`streamer.embedded.EMBEDDED_GROUP_TIMEOUTS`), as for our worker in the benchmark.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ from typing import Any
 
 import faust
 
+from streamer.embedded import EMBEDDED_GROUP_TIMEOUTS
+
 
 def build(broker: str, app_id: str, topic: str, partitions: int, web_port: int) -> faust.App:
     app = faust.App(
@@ -33,10 +38,11 @@ def build(broker: str, app_id: str, topic: str, partitions: int, web_port: int) 
         autodiscover=False,
         topic_partitions=partitions,
         topic_replication_factor=1,
-        # The same short consumer-group timeouts as streamer/app.py.
+        # The consumer-group timeouts our worker gets in the benchmark.
         consumer_auto_offset_reset="earliest",
-        broker_session_timeout=10.0,
-        broker_heartbeat_interval=1.0,
+        broker_session_timeout=EMBEDDED_GROUP_TIMEOUTS["session_timeout_s"],
+        broker_heartbeat_interval=EMBEDDED_GROUP_TIMEOUTS["heartbeat_interval_s"],
+        broker_rebalance_timeout=EMBEDDED_GROUP_TIMEOUTS["session_timeout_s"],
         web_enabled=True,
         web_bind="127.0.0.1",
         web_host="127.0.0.1",
@@ -46,13 +52,15 @@ def build(broker: str, app_id: str, topic: str, partitions: int, web_port: int) 
     events = app.topic(topic, key_type=bytes, key_serializer="raw", value_serializer="json",
                        partitions=partitions)
     session_to_count = app.Table("session_to_count", default=int, partitions=partitions)
-    processed = {"count": 0}
+    processed = {"count": 0, "records": 0}
 
     @app.agent(events, name="count_session_events")
     async def count_session_events(stream: AsyncIterable[Any]) -> None:
-        async for event in stream:
-            session_to_count[event["session_id"]] += 1
-            processed["count"] += 1
+        async for value in stream:
+            batch = value if isinstance(value, list) else [value]
+            session_to_count[batch[0]["session_id"]] += len(batch)  # one write per record
+            processed["count"] += len(batch)
+            processed["records"] += 1
 
     @app.page("/count/")
     async def count(web: Any, request: Any) -> Any:
@@ -72,6 +80,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     app = build(args.broker, args.app_id, args.topic, args.partitions, args.web_port)
     worker = faust.Worker(app, loglevel=args.loglevel, quiet=True, redirect_stdouts=False)
+    # As in our worker: no terminal spinner, which would set the root logger to DEBUG
+    # (every debug call in Faust and aiokafka then builds a record: ~7% of CPU).
+    worker.spinner = None
     try:
         worker.execute_from_commandline()
     except SystemExit as exc:
