@@ -43,7 +43,15 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2
 class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
-        r = self.registry
+        self._declare_pipeline(self.registry)
+        self._declare_models(self.registry)
+        self._declare_arms(self.registry)
+        self._declare_browser(self.registry)
+        self._declare_webhooks(self.registry)
+        self._declare_redelivery(self.registry)
+
+    def _declare_pipeline(self, r: CollectorRegistry) -> None:
+        """The pipeline: records, events, refusals, signals, decisions, state."""
         self.events = Counter(
             "frictionwatch_events", "Valid events processed, by type ('other' for unknown).",
             ["type"], registry=r,
@@ -118,7 +126,9 @@ class Metrics:
         for kind in ("nudge", "handoff"):
             for delivered in ("true", "false"):
                 self.interventions.labels(kind, delivered)
-        # -- online models and outcomes ---------------------------------------------------
+
+    def _declare_models(self, r: CollectorRegistry) -> None:
+        """Online models and the outcomes they learn from."""
         self.risk_auc = Gauge(
             "frictionwatch_model_risk_auc",
             "Rolling ROC AUC of the abandonment-risk model, each outcome scored before learned.",
@@ -151,7 +161,9 @@ class Metrics:
         for result in ("converted", "abandoned"):
             for group in ("treated", "holdout", "none"):
                 self.outcomes.labels(result, group)
-        # -- models that change decisions: risk at decision, the uplift-targeted arm -------
+
+    def _declare_arms(self, r: CollectorRegistry) -> None:
+        """The uplift-targeted arm: risk at decision, decisions, estimates."""
         self.risk_auc_at_decision = Gauge(
             "frictionwatch_model_risk_auc_at_decision",
             "Rolling ROC AUC of the risk model over the outcomes it scored at a decision "
@@ -199,7 +211,9 @@ class Metrics:
                     self.arm_decisions.labels(arm, kind, chosen)
         for action in ACTIONS:
             self.uplift_learned.labels(action)
-        # -- browser endpoints: tokens, refusals, live delivery over SSE -------------------
+
+    def _declare_browser(self, r: CollectorRegistry) -> None:
+        """Browser endpoints: tokens, refusals, live delivery over SSE."""
         self.web_rejections = Counter(
             "frictionwatch_web_rejections",
             "Browser requests refused, by endpoint and reason (each answered with a JSON error).",
@@ -247,7 +261,9 @@ class Metrics:
             self.sse_disconnects.labels(reason)
         for kind in ("new", "renewed"):
             self.session_tokens.labels(kind)
-        # -- webhook sink (streamer/sinks/webhook.py): one count per record and URL ------
+
+    def _declare_webhooks(self, r: CollectorRegistry) -> None:
+        """The webhook sink: one count per record and URL."""
         self.webhook_deliveries = Counter(
             "frictionwatch_webhook_deliveries",
             "Webhook deliveries by outcome (delivered, retried: a failed try followed by "
@@ -268,7 +284,9 @@ class Metrics:
         for outcome in WEBHOOK_OUTCOMES:
             for kind in ("handoff", "incident"):
                 self.webhook_deliveries.labels(outcome, kind)
-        # -- effectively-once state (streamer/stream/pipeline.py) ------------------------
+
+    def _declare_redelivery(self, r: CollectorRegistry) -> None:
+        """Effectively-once state: re-delivered records, tombstones."""
         self.redelivered = Counter(
             "frictionwatch_redelivered",
             "Kafka records skipped because the session's state already holds them (delivered "
