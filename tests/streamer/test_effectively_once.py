@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +45,7 @@ from tests.conftest import (
 pytestmark = pytest.mark.broker
 
 APP_ID = "fw-once"
-PARTITIONS = 2  # the events topic is shared with the other broker tests: as they make it
+PARTITIONS = 2
 BASE_TS = 1_767_225_600_000
 ENDED, LIVE = "once-ended", "once-live"
 ENV = {"FW_SWEEP_INTERVAL_S": "1"}
@@ -194,6 +195,14 @@ async def _everything(bootstrap: str, topic: str) -> list[Any]:
 
 def _state(raw: bytes | None) -> SessionState | None:
     return None if raw is None else SessionState.from_json(raw)
+
+
+@pytest.fixture
+def broker() -> Iterator[EmbeddedBroker]:
+    """A broker of its own: on the shared one, the session-wide rules-only worker of the
+    other tests reads these events too and publishes its own interventions for them."""
+    with EmbeddedBroker() as b:
+        yield b
 
 
 def test_a_worker_killed_between_changelog_write_and_commit_changes_nothing(
