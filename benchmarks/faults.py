@@ -65,6 +65,7 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from benchmarks import harness
 from detectors.session import Engine
 from streamer.embedded import EMBEDDED_GROUP_TIMEOUTS, EmbeddedBroker, create_topics, free_port
 from streamer.metrics import Metrics
@@ -216,16 +217,7 @@ class Worker:
         return at
 
     def stop(self) -> None:
-        proc = self.process
-        if proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            say(f"{self.name}: pid {proc.pid} ignored SIGTERM for 20s; killing it")
-            proc.kill()
-            proc.wait(10)
+        harness.stop_process(self.process, self.name)
 
 
 #: Worker log lines (Faust and aiokafka, level info) that mark the phases of a start.

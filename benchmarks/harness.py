@@ -284,17 +284,21 @@ def start_worker(name: str, argv: list[str], url: str, logdir: Path,
     return Worker(name, process, url, log, read_count)
 
 
-def stop_worker(worker: Worker) -> None:
-    proc = worker.process
+def stop_process(proc: subprocess.Popen[bytes], name: str) -> None:
+    """SIGTERM, then SIGKILL after 20 s: by pid, never by name."""
     if proc.poll() is not None:
         return
     proc.send_signal(signal.SIGTERM)
     try:
         proc.wait(20)
     except subprocess.TimeoutExpired:
-        say(f"{worker.name}: worker {proc.pid} ignored SIGTERM for 20s; killing it")
+        say(f"{name}: pid {proc.pid} ignored SIGTERM for 20s; killing it")
         proc.kill()
         proc.wait(10)
+
+
+def stop_worker(worker: Worker) -> None:
+    stop_process(worker.process, worker.name)
 
 
 @contextlib.contextmanager
