@@ -28,6 +28,11 @@ WEB_REASONS = (
 FEED_OUTCOMES = ("fanned_out", "holdout", "duplicate", "invalid")
 DISCONNECT_REASONS = ("client_gone", "slow", "replaced", "shutdown")
 WEBHOOK_OUTCOMES = ("delivered", "retried", "dead_lettered", "duplicate", "invalid")
+#: The operator console (streamer/web/console): why a request was refused (endpoint
+#: "console" of the web rejections) and why a stream ended.
+CONSOLE_REASONS = ("local_only", "missing_token", "bad_token", "too_many_streams",
+                   "not_found", "internal_error")
+CONSOLE_DISCONNECTS = ("client_gone", "slow", "shutdown")
 
 #: The policy's arms (``[policy] uplift_share``), decision kinds and session groups.
 ARMS = ("rules", "targeted")
@@ -49,6 +54,7 @@ class Metrics:
         self._declare_browser(self.registry)
         self._declare_webhooks(self.registry)
         self._declare_redelivery(self.registry)
+        self._declare_console(self.registry)
 
     def _declare_pipeline(self, r: CollectorRegistry) -> None:
         """The pipeline: records, events, refusals, signals, decisions, state."""
@@ -299,6 +305,27 @@ class Metrics:
             "delivered again (not counted in frictionwatch_active_sessions).",
             registry=r,
         )
+
+    def _declare_console(self, r: CollectorRegistry) -> None:
+        """The operator console at /: its streams and what a slow one lost."""
+        self.console_streams = Gauge(
+            "frictionwatch_console_streams", "Console streams (SSE) open on this worker.",
+            registry=r,
+        )
+        self.console_dropped = Counter(
+            "frictionwatch_console_dropped_frames",
+            "Console frames dropped for a client that could not keep up (it is sent a fresh "
+            "snapshot instead).", registry=r,
+        )
+        self.console_disconnects = Counter(
+            "frictionwatch_console_disconnects",
+            "Console streams ended, by reason (slow: a write took too long).", ["reason"],
+            registry=r,
+        )
+        for reason in CONSOLE_DISCONNECTS:
+            self.console_disconnects.labels(reason)
+        for reason in CONSOLE_REASONS:
+            self.web_rejections.labels("console", reason)
 
     def count_event(self, kind: str) -> None:
         (self.events_by_type.get(kind) or self.events_by_type["other"]).inc()

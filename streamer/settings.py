@@ -117,6 +117,11 @@ class Settings:
     webhook_incidents: bool = setting(False, doc="also POST incident opens and closes")
     webhook_start: str = setting("latest", choices=("latest", "earliest"),
                                  doc="where a new webhook consumer group starts reading")
+    # -- operator console at / (streamer/web/console) -------------------------------------
+    #: Declared with setting() for its check and doc, kept out of repr like the secrets.
+    console_token: str = field(default="", repr=False, compare=False, metadata=setting(
+        "", doc="operator token of the console at / (empty: loopback clients only)").metadata)
+    console_streams: int = setting(8, low=1, high=1000, doc="console streams open at once")
     #: Detector, policy, model, routes and incidents configuration, from config_file.
     detection: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
@@ -124,6 +129,8 @@ class Settings:
         check(self)
         if len(self.secret) < 16:
             raise ConfigError("secret is too short: use at least 16 characters (32 random bytes)")
+        if self.console_token and len(self.console_token) < 16:
+            raise ConfigError("console_token is too short: use at least 16 characters")
         # Fail at start, before any broker is touched, naming the bad key.
         Engine.from_config(self.detection)
 

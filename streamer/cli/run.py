@@ -16,6 +16,7 @@ from streamer.settings import Settings
 from streamer.stream import app, worker
 from streamer.stream.topics import Topics
 from streamer.tools import traffic as traffic_feed
+from streamer.tools.outage import Outage
 
 
 def add(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -26,14 +27,25 @@ def add(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     run.add_argument("--speed", type=float, default=10.0,
                      help="synthetic traffic runs this many times faster than real time")
     run.add_argument("--seed", type=int, default=1, help="seed of the synthetic traffic")
+    run.add_argument("--outage", metavar="START_MIN:DURATION_MIN",
+                     help="the payment gateway fails for everyone from START_MIN for DURATION_MIN "
+                          "minutes of the synthetic traffic's time (at --speed 20 a minute is 3 s)")
     run.set_defaults(func=main)
 
 
 def main(args: argparse.Namespace) -> int:
-    return run_local(options.settings(args), traffic=args.traffic, speed=args.speed, seed=args.seed)
+    outage = None
+    if args.outage:
+        try:
+            outage = Outage.parse(args.outage, start_ts=0)
+        except ValueError as exc:
+            return options.fail(str(exc))
+    return run_local(options.settings(args), traffic=args.traffic, speed=args.speed,
+                     seed=args.seed, outage=outage)
 
 
-def run_local(settings: Settings, *, traffic: bool, speed: float, seed: int) -> int:
+def run_local(settings: Settings, *, traffic: bool, speed: float, seed: int,
+              outage: Outage | None = None) -> int:
     """Embedded broker, worker, web, demo shop, and synthetic traffic."""
     broker = EmbeddedBroker().start()
     try:
@@ -46,13 +58,17 @@ def run_local(settings: Settings, *, traffic: bool, speed: float, seed: int) -> 
         out = sys.stdout
         base = f"http://{settings.web_host}:{web_port}"
         print(f"web: {base}/", file=out)
+        print(f"console: {base}/", file=out)
         print(f"metrics: {base}/metrics", file=out)
         print(f"demo: {base}/demo", file=out)
         print(f"broker: {broker.address}", file=out)
         print(f"topics: {', '.join(Topics.names(settings)[:4])}", file=out)
+        if traffic and outage is not None:
+            print(f"outage: payments fail from {outage.start_ts / 1000 / speed:.0f} s to "
+                  f"{outage.end_ts / 1000 / speed:.0f} s after the traffic starts", file=out)
         print("Ctrl-C stops everything.", file=out, flush=True)
         if traffic:
-            traffic_feed.attach(service, speed=speed, seed=seed)
+            traffic_feed.attach(service, speed=speed, seed=seed, outage=outage)
         _attach_status(service)
         return worker.run(service)
     finally:

@@ -5,6 +5,8 @@
   fed by :mod:`~streamer.web.delivery`;
 - :mod:`~streamer.web.health`: ``/healthz`` and ``/metrics``;
 - :mod:`~streamer.web.static`: the JS SDK (``frictionwatch.js``) and the demo shop;
+- :mod:`~streamer.web.console`: the operator console at ``/`` (SSE from this worker's
+  counters and the same feed, which also reads ``frictionwatch.incidents`` for it);
 - :mod:`~streamer.web.guard`, :mod:`~streamer.web.tokens`, :mod:`~streamer.web.ratelimit`:
   who may call, and how often.
 """
@@ -16,8 +18,9 @@ from aiohttp import web as aioweb
 
 from streamer.metrics import Metrics
 from streamer.settings import Settings
-from streamer.stream.topics import INTERVENTIONS_TOPIC, Topics
-from streamer.web import collect, health, sessions, static
+from streamer.stream.topics import INCIDENTS_TOPIC, INTERVENTIONS_TOPIC, Topics
+from streamer.web import collect, console, health, sessions, static
+from streamer.web.console.hub import ConsoleHub
 from streamer.web.delivery import Fanout, InterventionFeed
 from streamer.web.guard import Guard
 
@@ -26,12 +29,19 @@ def register(app: faust.App, topics: Topics, settings: Settings, metrics: Metric
     """Every HTTP endpoint of a worker, and the intervention feed behind the streams."""
     guard = Guard.from_settings(settings)
     fanout = Fanout(metrics)
+    hub = ConsoleHub(metrics, max_streams=settings.console_streams)
+    fanout.taps.append(hub.intervention)
     feed = InterventionFeed(settings.bootstrap_servers, INTERVENTIONS_TOPIC, fanout,
-                            client_id=f"{settings.app_id}-feed")
+                            client_id=f"{settings.app_id}-feed",
+                            also={INCIDENTS_TOPIC: hub.incident})
 
     @app.task
     async def feed_interventions() -> None:
         await feed.run()
+
+    @app.timer(interval=1.0)
+    async def sample_for_console() -> None:
+        hub.sample()
 
     async def close_streams(_: aioweb.Application) -> None:
         fanout.close_all("shutdown")
@@ -43,4 +53,5 @@ def register(app: faust.App, topics: Topics, settings: Settings, metrics: Metric
     static.register_sdk(app)
     if settings.demo:
         static.register_demo(app, guard)
+    console.register(app, settings, metrics, hub)
     return fanout

@@ -180,6 +180,9 @@ class Fanout:
         self.streams = 0
         self._subscribers: dict[str, list[Subscriber]] = {}
         self._per_client: dict[str, int] = {}
+        #: Called with every decoded record before any filtering (the operator console
+        #: reads the same feed, holdout included); a tap must not block or raise.
+        self.taps: list[Callable[[dict[str, Any], float | None], None]] = []
         # session id -> recent (intervention id, monotonic time, frame); LRU-bounded.
         self._recent: OrderedDict[str, deque[tuple[str, float, bytes]]] = OrderedDict()
 
@@ -197,6 +200,12 @@ class Fanout:
             return "invalid"
         if not isinstance(session_id, str) or not isinstance(intervention_id, str):
             return "invalid"
+        for tap in self.taps:
+            try:
+                tap(record, kafka_ts_s)
+            except Exception as exc:  # noqa: BLE001 - a reader's bug must not stop delivery
+                # By type only: an exception's message may quote the record.
+                log.error("an intervention tap failed with %s", type(exc).__name__)
         if record.get("delivered") is not True:
             return "holdout"
         view = browser_view(record)
@@ -271,39 +280,52 @@ class Fanout:
                 subscriber.close(reason)
 
 
+#: What a feed does with each record of a topic: ``publish(value, kafka_ts_s)``.
+Publish = Callable[[bytes | None, float], object]
+
+
 class InterventionFeed:
-    """Reads all partitions of the interventions topic from the end, into a Fanout."""
+    """Reads all partitions of the interventions topic from the end, into a Fanout.
+
+    ``also`` names more topics for the same consumer, each with its own ``publish``,
+    read from the *beginning* (the console folds ``frictionwatch.incidents`` into the
+    incidents open now, so it needs their opens): one consumer per worker, not one per
+    reader.
+    """
 
     def __init__(self, bootstrap_servers: str, topic: str, fanout: Fanout, *,
-                 client_id: str = "frictionwatch-feed", refresh_s: float = 30.0) -> None:
+                 client_id: str = "frictionwatch-feed", refresh_s: float = 30.0,
+                 also: dict[str, Publish] | None = None) -> None:
         self.bootstrap_servers = bootstrap_servers
         self.topic = topic
         self.fanout = fanout
         self.client_id = client_id
         self.refresh_s = refresh_s
         self.ready = asyncio.Event()
-        self._positions: dict[int, int] = {}
+        self._readers: dict[str, Publish] = {topic: fanout.publish, **(also or {})}
+        self._positions: dict[TopicPartition, int] = {}
 
     async def _assign(self, consumer: AIOKafkaConsumer) -> None:
-        """Take every partition not yet taken: where we left off after a reconnect, the
-        end at the first start, the beginning for a partition added while running."""
-        partitions = consumer.partitions_for_topic(self.topic) or set()
+        """Take every partition not yet taken: where we left off after a reconnect; at
+        the first start the end of the interventions topic and the beginning of the
+        others; the beginning for a partition added while running."""
         have = consumer.assignment()
-        new = [tp for tp in (TopicPartition(self.topic, p) for p in sorted(partitions))
-               if tp not in have]
+        new = [TopicPartition(topic, p) for topic in self._readers
+               for p in sorted(consumer.partitions_for_topic(topic) or ())
+               if TopicPartition(topic, p) not in have]
         if not new:
             return
         consumer.assign([*have, *new])
         for tp in new:
-            if tp.partition in self._positions:
-                consumer.seek(tp, self._positions[tp.partition])
-            elif not self.ready.is_set():
+            if tp in self._positions:
+                consumer.seek(tp, self._positions[tp])
+            elif not self.ready.is_set() and tp.topic == self.topic:
                 await consumer.seek_to_end(tp)
             else:
                 await consumer.seek_to_beginning(tp)
             # Resolve the position now, not at the first fetch: "ready" means reading.
-            self._positions[tp.partition] = await consumer.position(tp)
-        log.info("intervention feed reads partitions %s", sorted(self._positions))
+            self._positions[tp] = await consumer.position(tp)
+        log.info("intervention feed reads %s", sorted((tp.topic, tp.partition) for tp in self._positions))
 
     async def run(self) -> None:
         """Until cancelled (the worker stopping); reconnects while the broker is away."""
@@ -324,9 +346,10 @@ class InterventionFeed:
                 while True:
                     batch = await consumer.getmany(timeout_ms=1000, max_records=1000)
                     for tp, messages in batch.items():
+                        publish = self._readers[tp.topic]
                         for msg in messages:
-                            self.fanout.publish(msg.value, msg.timestamp / 1000)
-                        self._positions[tp.partition] = messages[-1].offset + 1
+                            publish(msg.value, msg.timestamp / 1000)
+                        self._positions[tp] = messages[-1].offset + 1
                     if time.monotonic() - refreshed > self.refresh_s:
                         refreshed = time.monotonic()
                         await consumer._client.force_metadata_update()  # noqa: SLF001
