@@ -34,8 +34,8 @@ def attach(service: Service, *, speed: float, seed: int, outage: Outage | None =
         began_ms = int(time.time() * 1000)
         for wave in itertools.count():
             start_ms = int(time.time() * 1000)
-            sessions = simulate.generate(seed * 100_000 + wave, SESSIONS_PER_WAVE,
-                                         start_ts=start_ms)
+            sessions = list(simulate.generate(seed * 100_000 + wave, SESSIONS_PER_WAVE,
+                                              start_ts=start_ms))
             window = wave_outage(outage, began_ms, start_ms, speed) if outage else None
             if window is not None:
                 sessions = inject(sessions, window)

@@ -4,7 +4,8 @@
   "use strict";
   const WINDOW = 300;          // seconds of per-second points kept (the server's window)
   const MAX_LIST = 50;         // interventions shown
-  const BARS = 30;             // bars of a detector's chart (10 s each)
+  const BARS = 30;             // bars of a detector's chart
+  const MIN_SPAN = 120;        // a chart spans at least 2 minutes, up to the whole window
   const SVG = "http://www.w3.org/2000/svg";
 
   const token = new URLSearchParams(location.search).get("token");
@@ -39,7 +40,8 @@
   function spark(svg, values) {
     svg.replaceChildren();
     if (values.length < 2) return;
-    const max = Math.max(1, ...values), w = 300, h = 48, step = w / (WINDOW - 1);
+    const span = Math.max(values.length, MIN_SPAN);
+    const max = Math.max(1, ...values), w = 300, h = 48, step = w / (span - 1);
     const x0 = w - (values.length - 1) * step;
     const pts = values.map((v, i) => [x0 + i * step, h - 2 - (v / max) * (h - 6)]);
     const line = "M" + pts.map(([x, y]) => x.toFixed(1) + "," + y.toFixed(1)).join("L");
@@ -53,8 +55,8 @@
   }
 
   function bars(values) {
-    const per = WINDOW / BARS, buckets = new Array(BARS).fill(0);
-    const offset = WINDOW - values.length;
+    const span = Math.max(values.length, MIN_SPAN), per = span / BARS;
+    const buckets = new Array(BARS).fill(0), offset = span - values.length;
     values.forEach((v, i) => { buckets[Math.min(BARS - 1, Math.floor((offset + i) / per))] += v; });
     const max = Math.max(1, ...buckets);
     const svg = document.createElementNS(SVG, "svg");
@@ -113,7 +115,7 @@
       el("li", {class: "incident", "data-key": i.key},
          el("p", {class: "what"}, el("code", {}, i.failure), " on ", el("code", {}, i.route)),
          el("p", {class: "how"}, "opened " + clock(i.ts) + " by the " + (i.rule || "?") + " rule: " +
-            (i.count ?? "?") + " sessions in the last minute, usual " + (i.baseline ?? "?"))))
+            (i.count ?? "?") + " affected sessions against a usual " + (i.baseline ?? "?"))))
       : [el("li", {class: "empty"}, "No open incident.")]));
     $("closed").replaceChildren(...(state.closed.length ? state.closed.map((i) =>
       el("li", {}, clock(i.opened_ts) + "–" + clock(i.ts) + "  " + i.failure + " on " + i.route))
@@ -121,9 +123,9 @@
   }
 
   function interventionRow(v, fresh) {
-    const badge = el("span", {class: "badge " + v.kind}, v.kind);
+    const badge = el("span", {class: "badge badge-" + v.kind}, v.kind);
     const kind = el("td", {}, badge);
-    if (!v.delivered) kind.append(" ", el("span", {class: "badge held", title: "holdout: decided, not shown"}, "held out"));
+    if (!v.delivered) kind.append(" ", el("span", {class: "badge badge-held", title: "holdout: decided, not shown"}, "held out"));
     const why = el("td", {class: "why"}, ...v.reasons.map((r) => el("code", {}, r.detector)));
     const text = v.kind === "handoff" ? (v.summary || v.message) : v.message;
     const row = el("tr", {"data-kind": v.kind, "data-id": v.id, class: fresh ? "new" : ""},

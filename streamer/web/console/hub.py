@@ -58,6 +58,9 @@ from streamer.web.delivery import KINDS, sse_frame
 MAX_INTERVENTIONS = 50
 MAX_INCIDENTS = 50
 MAX_CLOSED = 10
+#: Intervention ids remembered to drop repeats (Kafka delivers at least once), beyond
+#: the list itself.
+MAX_SEEN_IDS = 4096
 #: Seconds of per-second samples kept for the charts: "the last minutes".
 WINDOW_S = 300
 #: Detector series in a frame at most (the signal counter's labels are the registry's
@@ -252,6 +255,7 @@ class ConsoleHub:
         self._last: tuple[int, dict[str, int]] | None = None
         self._pending = {"nudge": 0, "handoff": 0}
         self.interventions: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self._seen: OrderedDict[str, None] = OrderedDict()
         self._contexts: dict[str, Any] = {}
         self.incidents: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self.closed_incidents: deque[dict[str, Any]] = deque(maxlen=MAX_CLOSED)
@@ -284,8 +288,11 @@ class ConsoleHub:
     def intervention(self, record: dict[str, Any], kafka_ts_s: float | None) -> None:
         """A tap of the intervention feed: every record, once per intervention id."""
         view = intervention_view(record, kafka_ts_s)
-        if view is None or view["id"] in self.interventions:
+        if view is None or view["id"] in self._seen:
             return
+        self._seen[view["id"]] = None
+        if len(self._seen) > MAX_SEEN_IDS:
+            self._seen.popitem(last=False)
         self.interventions[view["id"]] = view
         while len(self.interventions) > MAX_INTERVENTIONS:
             gone, _ = self.interventions.popitem(last=False)
