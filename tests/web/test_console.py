@@ -226,7 +226,7 @@ def test_streams_are_capped() -> None:
 # -- what goes out --------------------------------------------------------------------------
 def _frames(raw: bytes) -> list[tuple[str, Any]]:
     out = []
-    for block in raw.split(b"\n\n"):
+    for block in raw.split(b"\n\n")[:-1]:  # whole frames only: the rest may be cut
         fields = dict(line.split(b": ", 1) for line in block.split(b"\n") if b": " in line)
         if b"event" in fields:
             out.append((fields[b"event"].decode(), orjson.loads(fields[b"data"])))
@@ -369,23 +369,28 @@ def test_a_client_that_stops_reading_never_holds_up_the_others() -> None:
                         http.get(server.make_url("/console/stream")) as reader:
                     while len(hub.clients) < 2:
                         await asyncio.sleep(0.01)
-                    last = ""
-                    rounds = 0
+                    reading = hub.clients[-1]
+                    await reader.content.readuntil(b"\n\n")  # its snapshot
+                    rounds, received = 0, b""
                     while metrics.registry.get_sample_value(
                             "frictionwatch_console_disconnects_total", {"reason": "slow"}) == 0:
                         rounds += 1
                         assert rounds < 2000, "the stuck console was never dropped"
-                        for i in range(20):
-                            last = f"r{rounds}-{i}"
-                            hub.intervention(handoff(last, message="x " * 250), None)
+                        ids = [f"r{rounds}-{i}" for i in range(10)]
+                        for iid in ids:
+                            hub.intervention(handoff(iid, message="x " * 250), None)
                         hub.sample()
-                        seen = b""
-                        while f"\"id\":\"{last}\"".encode() not in seen:
-                            seen += await reader.content.read(1 << 20)
+                        while f'"id":"{ids[-1]}"'.encode() not in received:
+                            received += await reader.content.read(1 << 20)
+                        # Every frame of the round, in order, and no snapshot instead.
+                        got = [data["id"] for event, data in _frames(received)
+                               if event == "intervention"]
+                        assert got == ids, got
+                        received = received[received.rindex(b"\n\n") + 2:]
                         await asyncio.sleep(0.01)
-                    assert len(hub.clients) == 1  # the reader, still streaming
+                    assert hub.clients == [reading] and reading.dropped == 0
                     assert metrics.registry.get_sample_value(
-                        "frictionwatch_console_dropped_frames_total") > 0
+                        "frictionwatch_console_dropped_frames_total") > 0  # the stuck one's
             finally:
                 stuck.close()
     asyncio.run(scenario())

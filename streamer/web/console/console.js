@@ -176,7 +176,7 @@
     fact("shown", data.delivered ? "yes" : "no (holdout)");
     const parts = [el("p", {class: "summary"}, c.summary || data.summary || "customer asked for help"), facts];
     if (Array.isArray(c.pages) && c.pages.length) {
-      parts.push(el("h3", {}, "Journey"), el("ol", {class: "journey"}, ...c.pages.map((p) => el("li", {}, p))));
+      parts.push(el("h3", {}, "Journey"), el("ol", {class: "journey"}, ...c.pages.map((p) => el("li", {}, el("span", {}, p)))));
     }
     const co = c.checkout;
     if (co && typeof co === "object" && Object.keys(co).length) {
