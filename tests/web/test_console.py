@@ -494,3 +494,12 @@ def test_planted_personal_data_reaches_no_console_frame(web_worker: WorkerProces
     assert '"pages"' in places["handoff context"]  # a real context was looked at
     found = {where: [n for n in NEEDLES if n in text] for where, text in places.items()}
     assert found == {where: [] for where in places}
+
+
+def test_run_refuses_a_malformed_outage_before_starting_anything(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from streamer.cli import main
+
+    for spec in ("soon", "5", "-1:2", "3:0"):
+        assert main(["run", f"--outage={spec}"]) == 2
+        assert "outage" in capsys.readouterr().err
