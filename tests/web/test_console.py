@@ -245,12 +245,12 @@ def test_frames_have_their_shape_and_stay_bounded() -> None:
         # Hostile records, as anyone with Kafka access could write them.
         for i in range(300):
             hub.intervention({
-                "intervention_id": f"i{i}", "session_id": "s" * 5000, "kind": "handoff",
-                "ts": i, "message": "m " * 10_000, "risk": float("nan"),
+                "intervention_id": f"i{i}", "session_id": "\x01" * 5000, "kind": "handoff",
+                "ts": i, "message": "\x02" * 511 + "m " * 10_000, "risk": float("nan"),
                 "reasons": [{"detector": "checkout_failure", "strength": 1,
                              "evidence": {"x": "y" * 5000}}] * 100,
                 "delivered": True,
-                "context": {"summary": "s " * 5000, "current_page": "/p" * 5000,
+                "context": {"summary": "\x03" * 299 + "s " * 5000, "current_page": "\x04" * 5000,
                             "pages": ["/x" * 100] * 1000,
                             "errors": [{"message": "e " * 1000}] * 1000,
                             "nested": {"a": {"b": {"c": {"d": {"e": 1}}}}}}}, 1.0)
@@ -272,7 +272,7 @@ def test_frames_have_their_shape_and_stay_bounded() -> None:
         kinds = [event for event, _ in _frames(b"".join(frames))]
         assert kinds.count("tick") == 2 and kinds.count("intervention") == 300
         assert kinds.count("incident") == 201
-        assert max(len(f) for f in frames) <= hub_module.MAX_FRAME_BYTES
+        assert max(len(f) for f in frames) <= hub_module.MAX_FRAME_BYTES  # and none left out
         tick = next(data for event, data in _frames(b"".join(frames)) if event == "tick")
         assert set(tick) == {"t", "events", "signals", "nudges", "handoffs", "totals",
                              "open_incidents", "streams"}

@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import math
 import time
 from collections import OrderedDict, deque
@@ -53,6 +54,8 @@ import orjson
 from detectors.scrub import CODE_RE, clean_text
 from streamer.metrics import Metrics
 from streamer.web.delivery import KINDS, sse_frame
+
+log = logging.getLogger(__name__)
 
 #: Latest interventions kept (and sent in a snapshot); open incidents; recent closes.
 MAX_INTERVENTIONS = 50
@@ -69,8 +72,9 @@ MAX_DETECTORS = 24
 MAX_REASONS = 12
 #: Frames a client's queue holds before its oldest are dropped.
 QUEUE_FRAMES = 64
-#: Byte bounds: one intervention, incident or tick frame; a snapshot; a handoff's context.
-MAX_FRAME_BYTES = 4 * 1024
+#: Byte bounds: one intervention, incident or tick frame (its text fields are capped in
+#: UTF-8 bytes; JSON escapes at most six-fold); a snapshot; a handoff's context.
+MAX_FRAME_BYTES = 8 * 1024
 MAX_SNAPSHOT_BYTES = 256 * 1024
 MAX_CONTEXT_BYTES = 12 * 1024
 #: Free text in what the console shows, in UTF-8 bytes.
@@ -102,7 +106,7 @@ def _code(value: Any) -> str | None:
 
 
 def intervention_view(record: dict[str, Any], kafka_ts_s: float | None) -> dict[str, Any] | None:
-    """One line of the console's intervention list, bounded (under 2 KiB); None for a
+    """One line of the console's intervention list, bounded (about 1.2 KiB of text); None for a
     record not fit to show (an id that is not a machine word, an unknown kind).
 
     >>> view = intervention_view({"intervention_id": "i9", "session_id": "jane@example.com",
@@ -380,7 +384,8 @@ class ConsoleHub:
                 "streams": len(self.clients)}
 
     def _broadcast(self, frame: bytes) -> None:
-        if len(frame) > MAX_FRAME_BYTES:  # not by construction; a guard for what may change
+        if len(frame) > MAX_FRAME_BYTES:  # not by construction: a guard for what may change
+            log.error("a console frame of %d bytes was not sent", len(frame))
             return
         for client in self.clients:
             if not client.push(frame):
