@@ -30,8 +30,7 @@ DISCONNECT_REASONS = ("client_gone", "slow", "replaced", "shutdown")
 WEBHOOK_OUTCOMES = ("delivered", "retried", "dead_lettered", "duplicate", "invalid")
 #: The operator console (streamer/web/console): why a request was refused (endpoint
 #: "console" of the web rejections) and why a stream ended.
-CONSOLE_REASONS = ("local_only", "missing_token", "bad_token", "too_many_streams",
-                   "not_found", "internal_error")
+CONSOLE_REASONS = ("local_only", "missing_token", "bad_token", "too_many_streams", "not_found")
 CONSOLE_DISCONNECTS = ("client_gone", "slow", "shutdown")
 
 #: The policy's arms (``[policy] uplift_share``), decision kinds and session groups.
