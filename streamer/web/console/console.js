@@ -228,26 +228,38 @@
     state.streams = d.streams;
   }
 
-  const es = new EventSource("/console/stream" + query);
-  es.addEventListener("open", () => { state.connected = true; setStatus("live", "live"); });
-  es.addEventListener("error", async () => {
-    state.connected = false;
-    setStatus("down", "reconnecting…");
-    if (state.snapshots) return;
-    // An EventSource cannot read a refusal: ask once with fetch, to say why.
+  // EventSource reconnects by itself after a dropped stream, but gives up on an answer
+  // that is not a stream (a refusal, or no room for another console): then ask why with
+  // fetch (an EventSource cannot read it), and try again in a while unless refused.
+  async function gaveUp() {
     try {
       const resp = await fetch("/console/api/snapshot" + query, {headers: auth});
-      if (!resp.ok) {
+      if (resp.status === 401 || resp.status === 403) {
         const why = await resp.json();
-        es.close();
         setStatus("refused", "refused");
         const box = $("refused");
         box.hidden = false;
         box.textContent = resp.status + " " + why.error + ": " + why.detail;
+        return;
       }
-    } catch (_) { /* the worker is away; EventSource retries */ }
-  });
-  es.addEventListener("snapshot", (e) => {
+    } catch (_) { /* the worker is away */ }
+    setStatus("down", "retrying in 5 s…");
+    setTimeout(connect, 5000);
+  }
+
+  const handlers = {};
+  function connect() {
+    const es = new EventSource("/console/stream" + query);
+    es.addEventListener("open", () => { state.connected = true; setStatus("live", "live"); });
+    es.addEventListener("error", () => {
+      state.connected = false;
+      if (es.readyState === EventSource.CLOSED) gaveUp();
+      else setStatus("down", "reconnecting…");
+    });
+    for (const [event, handler] of Object.entries(handlers)) es.addEventListener(event, handler);
+  }
+
+  handlers.snapshot = (e) => {
     const d = JSON.parse(e.data);
     state.snapshots += 1;
     state.t = d.series.t; state.events = d.series.events;
@@ -258,8 +270,8 @@
     state.closed = d.closed_incidents;
     status(d);
     renderCharts(); renderIncidents(); renderInterventions(null);
-  });
-  es.addEventListener("tick", (e) => {
+  };
+  handlers.tick = (e) => {
     const d = JSON.parse(e.data), n = state.t.length;
     state.ticks += 1;
     state.t.push(d.t); state.events.push(d.events);
@@ -272,15 +284,15 @@
     status(d);
     trim();
     renderCharts();
-  });
-  es.addEventListener("intervention", (e) => {
+  };
+  handlers.intervention = (e) => {
     const v = JSON.parse(e.data);
     if (state.interventions.some((x) => x.id === v.id)) return;
     state.interventions.unshift(v);
     state.interventions.length = Math.min(state.interventions.length, MAX_LIST);
     renderInterventions(v.id);
-  });
-  es.addEventListener("incident", (e) => {
+  };
+  handlers.incident = (e) => {
     const i = JSON.parse(e.data);
     if (i.change === "open") state.incidents.set(i.key, i);
     else {
@@ -289,5 +301,6 @@
       state.closed.length = Math.min(state.closed.length, 10);
     }
     renderIncidents();
-  });
+  };
+  connect();
 })();
