@@ -52,8 +52,8 @@ class Metrics:
         self._declare_arms(self.registry)
         self._declare_browser(self.registry)
         self._declare_webhooks(self.registry)
-        self._declare_redelivery(self.registry)
         self._declare_console(self.registry)
+        self._declare_redelivery(self.registry)
 
     def _declare_pipeline(self, r: CollectorRegistry) -> None:
         """The pipeline: records, events, refusals, signals, decisions, state."""
@@ -290,21 +290,6 @@ class Metrics:
             for kind in ("handoff", "incident"):
                 self.webhook_deliveries.labels(outcome, kind)
 
-    def _declare_redelivery(self, r: CollectorRegistry) -> None:
-        """Effectively-once state: re-delivered records, tombstones."""
-        self.redelivered = Counter(
-            "frictionwatch_redelivered",
-            "Kafka records skipped because the session's state already holds them (delivered "
-            "again after a restart or a rebalance); a keyless record counts once per session.",
-            registry=r,
-        )
-        self.tombstones = Gauge(
-            "frictionwatch_session_tombstones",
-            "Ended sessions kept as small tombstones until their records can no longer be "
-            "delivered again (not counted in frictionwatch_active_sessions).",
-            registry=r,
-        )
-
     def _declare_console(self, r: CollectorRegistry) -> None:
         """The operator console at /: its streams and what a slow one lost."""
         self.console_streams = Gauge(
@@ -325,6 +310,21 @@ class Metrics:
             self.console_disconnects.labels(reason)
         for reason in CONSOLE_REASONS:
             self.web_rejections.labels("console", reason)
+
+    def _declare_redelivery(self, r: CollectorRegistry) -> None:
+        """Effectively-once state: re-delivered records, tombstones."""
+        self.redelivered = Counter(
+            "frictionwatch_redelivered",
+            "Kafka records skipped because the session's state already holds them (delivered "
+            "again after a restart or a rebalance); a keyless record counts once per session.",
+            registry=r,
+        )
+        self.tombstones = Gauge(
+            "frictionwatch_session_tombstones",
+            "Ended sessions kept as small tombstones until their records can no longer be "
+            "delivered again (not counted in frictionwatch_active_sessions).",
+            registry=r,
+        )
 
     def count_event(self, kind: str) -> None:
         (self.events_by_type.get(kind) or self.events_by_type["other"]).inc()

@@ -20,9 +20,6 @@ stops at every duplicate, so each commit moved the partition on by one offset
 re-delivered them); a cleared record inside the gap would be committed unprocessed.
 Here the stream partitions stay paused from the seek until the flow resumes: nothing
 reaches a stream in between, and reading restarts at the committed offsets.
-
-And the web server without Faust's ``{"status": "OK"}`` index: the worker serves its
-own page at ``/``, the operator console (:mod:`streamer.web.console`).
 """
 
 from __future__ import annotations
@@ -31,7 +28,6 @@ from typing import Any
 
 import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
-from faust.web import drivers as web_drivers
 
 
 class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
@@ -82,6 +78,10 @@ class App(faust.App):
         return _Transport(self.conf.broker_consumer, self)
 
     def _new_web(self) -> Any:
+        """The web server without Faust's ``{"status": "OK"}`` index: the worker serves
+        its own page at ``/``, the operator console (:mod:`streamer.web.console`)."""
+        from faust.web import drivers as web_drivers
+
         driver = web_drivers.by_url(self.conf.web)
 
         class Web(driver):  # type: ignore[valid-type,misc]
