@@ -47,6 +47,7 @@ from detectors.events import Event, url_path
 @dataclass
 class NavigationLoop(DetectorSettings):
     name: ClassVar[str] = "navigation_loop"
+    types: ClassVar[frozenset[str]] = frozenset({"page_view"})
     section_doc: ClassVar[str] = (
         "Going round in circles: ping-pong between two pages, or quick backs.")
 
