@@ -74,6 +74,11 @@ MAX_DEAD_LETTER_BYTES: Final = 512 * 1024
 #: ``tombstone_ms``): a record is committed within seconds of being processed, so
 #: nothing this much older than the end is delivered again.
 TOMBSTONE_MS: Final = 3_600_000
+#: How many sessions' decoded states are kept between batches (:meth:`Pipeline._load`):
+#: decoding a storm session's stored JSON (~4 KB) cost more than any detector. A
+#: decoded storm state holds ~15 KB of Python objects, so this bounds the cache to
+#: ~30 MB whatever the number of sessions; the least recently written goes first.
+DECODED_STATES: Final = 2048
 _INT_MAX: Final = 2**63 - 1
 
 #: What the sweep knows of a stored state without decoding it: the partition it was
@@ -214,6 +219,7 @@ class Pipeline:
         tombstone_ms: int = TOMBSTONE_MS,
         committed: Callable[[int], int | None] | None = None,
         write_scope: Callable[[bytes], AbstractContextManager[object]] | None = None,
+        decoded_states: int = DECODED_STATES,
     ) -> None:
         self.engine = engine
         self.states = states
@@ -233,6 +239,14 @@ class Pipeline:
         self._known: dict[bytes, _Known] = {}
         #: The keys of the tombstones this worker knows of (not active sessions).
         self._ended: set[bytes] = set()
+        #: Session key -> (the bytes this pipeline wrote to the table, the state they
+        #: encode), oldest written first, at most ``decoded_states``. An entry is good
+        #: only while the table still holds that very bytes object (``is``): anything
+        #: else that wrote the key (the sweep, a rebalance's recovery, another writer)
+        #: put a different object there. A state handed out leaves the cache, and goes
+        #: back only when written, so a state changed but not written is never reused.
+        self._decoded: dict[bytes, tuple[bytes, SessionState]] = {}
+        self.decoded_states = decoded_states
 
     @property
     def watermark(self) -> int:
@@ -286,7 +300,18 @@ class Pipeline:
 
     def _load(self, session_key: bytes) -> SessionState | None:
         stored = self.states.get(session_key)
+        cached = self._decoded.pop(session_key, None)
+        if cached is not None and cached[0] is stored:
+            return cached[1]
         return SessionState.from_json(stored) if stored else None
+
+    def _keep_decoded(self, session_key: bytes, raw: bytes, state: SessionState) -> None:
+        """Keep the state just written as ``raw`` for the key's next batch."""
+        decoded = self._decoded
+        decoded.pop(session_key, None)  # the most recently written goes last
+        decoded[session_key] = (raw, state)
+        while len(decoded) > self.decoded_states:
+            del decoded[next(iter(decoded))]
 
     def _process_record(
         self, out: Produced, record: Record, loaded: dict[bytes, SessionState],
@@ -365,6 +390,8 @@ class Pipeline:
             self.metrics.state_trimmed.labels(part).inc(n)
         self.states[session_key] = raw
         self._note(session_key, state, partition)
+        if state.ended_at is None and self.decoded_states > 0:
+            self._keep_decoded(session_key, raw, state)
 
     def _note(self, session_key: bytes, state: SessionState, partition: int | None) -> None:
         """Remember what the sweep needs of a stored state (:data:`_Known`)."""
@@ -377,6 +404,7 @@ class Pipeline:
 
     def _forget(self, session_key: bytes) -> None:
         self.states.pop(session_key, None)
+        self._decoded.pop(session_key, None)
         self._known.pop(session_key, None)
         self._ended.discard(session_key)
 
