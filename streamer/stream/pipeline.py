@@ -247,6 +247,12 @@ class Pipeline:
         #: back only when written, so a state changed but not written is never reused.
         self._decoded: dict[bytes, tuple[bytes, SessionState]] = {}
         self.decoded_states = decoded_states
+        #: Events counted by type in the current batch, added to the metric at its end:
+        #: a labelled counter's inc takes a lock, once per batch and type is enough.
+        self._by_type: dict[str, int] = {}
+        #: Labelled children resolved once (``.labels()`` takes a lock and a dict):
+        #: (id of the metric, *labels) -> child.
+        self._children: dict[tuple[object, ...], Any] = {}
 
     @property
     def watermark(self) -> int:
@@ -273,16 +279,22 @@ class Pipeline:
         if self.wall_clock is not None:
             cap = int(self.wall_clock() * 1000) + FUTURE_SLACK_MS
         timed = []
-        for record in records:
-            m.records.inc()
-            try:
-                if self._process_record(out, record, loaded, written, cap):
-                    timed.append(record)
-            except Exception as exc:  # the last line of defense: a bug, not bad input
-                log.exception("internal error on %s[%d]@%d: record dead-lettered",
-                              record.topic, record.partition, record.offset)
-                detail = f"{type(exc).__name__} while processing the record"
-                self._refuse(out, InvalidEvent(INTERNAL_ERROR, detail), record, record.value or b"")
+        m.records.inc(len(records))
+        try:
+            for record in records:
+                try:
+                    if self._process_record(out, record, loaded, written, cap):
+                        timed.append(record)
+                except Exception as exc:  # the last line of defense: a bug, not bad input
+                    log.exception("internal error on %s[%d]@%d: record dead-lettered",
+                                  record.topic, record.partition, record.offset)
+                    detail = f"{type(exc).__name__} while processing the record"
+                    self._refuse(out, InvalidEvent(INTERNAL_ERROR, detail), record,
+                                 record.value or b"")
+        finally:
+            by_type, self._by_type = self._by_type, {}
+            for kind, n in by_type.items():
+                (m.events_by_type.get(kind) or m.events_by_type["other"]).inc(n)
         for session_key, partition in written.items():
             try:
                 self._save(session_key, loaded[session_key], partition)
@@ -426,7 +438,9 @@ class Pipeline:
         if outcome.duplicate:
             m.duplicates.inc()
             return
-        m.count_event(event["type"])
+        by_type = self._by_type
+        kind = event["type"]
+        by_type[kind] = by_type.get(kind, 0) + 1
         if outcome.risk is not None or outcome.anomaly is not None:
             m.model_step.observe(time.perf_counter() - started)
             if outcome.anomaly is not None:
@@ -436,15 +450,23 @@ class Pipeline:
             out.outcomes.append(replace(outcome, server_ts=server_ts))
 
     def _count(self, outcome: Outcome) -> None:
-        m = self.metrics
+        m, child = self.metrics, self._child
         for signal in outcome.signals:
-            m.signals.labels(signal.detector).inc()
-            m.friction_by_route.labels(outcome.route or "other", signal.detector).inc()
+            child(m.signals, signal.detector).inc()
+            child(m.friction_by_route, outcome.route or "other", signal.detector).inc()
         if outcome.decision is not None:
             d = outcome.decision
-            m.interventions.labels(d.kind, "true" if d.delivered else "false").inc()
+            child(m.interventions, d.kind, "true" if d.delivered else "false").inc()
         if outcome.result is not None:
-            m.outcomes.labels(outcome.result, outcome.group or "none").inc()
+            child(m.outcomes, outcome.result, outcome.group or "none").inc()
+
+    def _child(self, metric: Any, *labels: str) -> Any:
+        """``metric.labels(*labels)``, resolved once per label values."""
+        key = (id(metric), *labels)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*labels)
+        return found
 
     def _refuse(self, out: Produced, exc: InvalidEvent, record: Record, value: bytes) -> None:
         self.metrics.invalid_by_reason[exc.reason].inc()
