@@ -544,6 +544,9 @@ class Outcome:
         return record
 
 
+#: How many sessions' quiet outcomes an engine keeps (:meth:`Engine._quiet`).
+QUIET_OUTCOMES: Final = 4096
+
 #: Events after which a session's shape may have changed enough to look anomalous.
 MILESTONES = frozenset(
     {"page_view", "js_error", "http_error", "form_error", "search", "checkout_failed"}
@@ -694,6 +697,19 @@ class Engine:
         self.models = models
         self.on_outcome = on_outcome
         self.on_learn = on_learn
+        #: session id -> ``Outcome(session_id)``, what most events produce. An outcome is
+        #: immutable, so one per session serves all its quiet events; making one costs
+        #: more (15 frozen fields) than most detectors. Bounded: cleared when full.
+        self._quiet_outcomes: dict[str, Outcome] = {}
+
+    def _quiet(self, session_id: str) -> Outcome:
+        """``Outcome(session_id)``: nothing raised, decided or learned."""
+        quiet = self._quiet_outcomes.get(session_id)
+        if quiet is None:
+            if len(self._quiet_outcomes) >= QUIET_OUTCOMES:
+                self._quiet_outcomes.clear()
+            quiet = self._quiet_outcomes[session_id] = Outcome(session_id)
+        return quiet
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any] | None = None) -> Engine:
@@ -806,6 +822,8 @@ class Engine:
         policy = rules.policy
         arm = policy.arm(state.session_id) if result is not None else None
         if not signals:
+            if anomaly is None and result is None and group is None and estimate is None:
+                return self._quiet(state.session_id)
             return Outcome(state.session_id, anomaly=anomaly, result=result, group=group,
                            arm=arm, estimate=estimate)
         keys: list[str] | None = None
