@@ -116,6 +116,8 @@ def opens_elsewhere(event: Event) -> bool:
 def matches_any(selector: str, patterns: Iterable[str]) -> bool:
     """Case-insensitive substring match: ``.carousel`` matches ``div.carousel > button``,
     and an exact selector or its prefix matches too."""
+    if not patterns:  # the default: no generator, no lower-casing, on every click
+        return False
     lowered = selector.lower()
     return any(pattern.lower() in lowered for pattern in patterns)
 
