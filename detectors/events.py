@@ -112,6 +112,7 @@ _COMMON: Final[dict[str, Spec]] = {
 #: receive time (ms since epoch) the collector stamps over whatever a browser sent (a
 #: record from another producer may carry its own, as trusted as that producer).
 SERVER_FIELDS: Final = ("received_at",)
+(_SERVER_FIELD,) = SERVER_FIELDS  # validate_event's fast test knows of this one only
 #: field -> what its value is, so how it is cleaned (a name means the same in every type).
 _KIND_OF: Final[dict[str, str]] = {
     "event_id": _ID, "user_id": _ID, "intervention_id": _ID,
@@ -320,6 +321,24 @@ def validate_event(obj: Any, on_scrub: OnScrub = None) -> Event:
     """
     if not isinstance(obj, dict):
         raise InvalidEvent("not_object", f"an event must be a JSON object, got {_type_name(obj)}")
+    sid, name, ts = obj.get("session_id"), obj.get("type"), obj.get("ts")
+    server = obj.get(_SERVER_FIELD)
+    if not (type(sid) is str and type(name) is str and type(ts) is int
+            and 0 < len(sid) <= 64 and 0 < len(name) <= 64 and 0 <= ts <= INT_MAX
+            and (server is None or (type(server) is int and 0 <= server <= INT_MAX))):
+        # Nearly every event passes the test above, which says that every check in
+        # _check_base would pass (64 characters are at most 256 bytes of UTF-8).
+        _check_base(obj)
+    kind = obj["type"]
+    _check_fields(obj, _PLANS.get(kind, _COMMON_PLAN), on_scrub)
+    known = _KNOWN_NAMES.get(kind, _COMMON_NAMES)
+    if not obj.keys() <= known:
+        _clean_unknown(obj, list(obj.keys() - known), on_scrub)
+    return obj
+
+
+def _check_base(obj: Event) -> None:
+    """The fields every event has: present, of their types, within their caps."""
     for name in ("session_id", "type", "ts"):
         if name not in obj:
             raise InvalidEvent("missing_field", f"every event needs field {name!r}")
@@ -336,12 +355,6 @@ def validate_event(obj: Any, on_scrub: OnScrub = None) -> Event:
     for name in SERVER_FIELDS:
         if obj.get(name) is not None:
             _check_time(obj, name)
-    kind = obj["type"]
-    _check_fields(obj, _PLANS.get(kind, _COMMON_PLAN), on_scrub)
-    known = _KNOWN_NAMES.get(kind, _COMMON_NAMES)
-    if not obj.keys() <= known:
-        _clean_unknown(obj, list(obj.keys() - known), on_scrub)
-    return obj
 
 
 def decode_record(
