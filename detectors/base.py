@@ -44,7 +44,12 @@ class Signal:
 
 
 class Detector(Protocol):
-    """Looks at one event with its own state; returns a signal or None."""
+    """Looks at one event with its own state; returns a signal or None.
+
+    A detector may also declare ``types: ClassVar[frozenset[str]]``, the event types
+    its ``step`` reads (it returns None on every other type and leaves its state as it
+    was): the engine then calls it on those types only. Without it, on every event.
+    """
 
     name: ClassVar[str]
 

@@ -26,6 +26,7 @@ from detectors.events import Event
 @dataclass
 class CheckoutFailure(DetectorSettings):
     name: ClassVar[str] = "checkout_failure"
+    types: ClassVar[frozenset[str]] = frozenset({"purchase", "checkout_failed"})
     section_doc: ClassVar[str] = "The customer keeps trying to pay and keeps failing."
 
     nudge_after: int = setting(2, low=1, high=100, doc="failed payments before a nudge")

@@ -106,7 +106,13 @@ def opens_elsewhere(event: Event) -> bool:
     """
     if event.get("opens_new_tab") is True or event.get("download") is True:
         return True
-    for part in _compounds(str(event.get("target", ""))):
+    return _links_elsewhere(str(event.get("target", "")))
+
+
+@functools.lru_cache(maxsize=4096)  # asked on every click; parsing is costly
+def _links_elsewhere(selector: str) -> bool:
+    """The selector names a ``[target=_blank]`` or ``[download]`` element or ancestor."""
+    for part in _compounds(selector):
         attrs = element(part)[1]
         if attrs.get("target") == "_blank" or "download" in attrs:
             return True
@@ -116,6 +122,8 @@ def opens_elsewhere(event: Event) -> bool:
 def matches_any(selector: str, patterns: Iterable[str]) -> bool:
     """Case-insensitive substring match: ``.carousel`` matches ``div.carousel > button``,
     and an exact selector or its prefix matches too."""
+    if not patterns:  # the default: no generator, no lower-casing, on every click
+        return False
     lowered = selector.lower()
     return any(pattern.lower() in lowered for pattern in patterns)
 

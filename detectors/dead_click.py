@@ -50,6 +50,7 @@ from detectors.events import Event
 @dataclass
 class DeadClick(DetectorSettings):
     name: ClassVar[str] = "dead_click"
+    types: ClassVar[frozenset[str]] = frozenset({"click"})
     section_doc: ClassVar[str] = "A click the page did not visibly react to."
 
     threshold_ms: int = setting(

@@ -32,6 +32,7 @@ MAX_TEXT = 200
 @dataclass
 class ErrorClick(DetectorSettings):
     name: ClassVar[str] = "error_click"
+    types: ClassVar[frozenset[str]] = frozenset({"click", "js_error"})
     section_doc: ClassVar[str] = "A click whose action raised a JavaScript error."
 
     max_delay_ms: int = setting(1000, low=1, high=60_000,

@@ -112,6 +112,7 @@ _COMMON: Final[dict[str, Spec]] = {
 #: receive time (ms since epoch) the collector stamps over whatever a browser sent (a
 #: record from another producer may carry its own, as trusted as that producer).
 SERVER_FIELDS: Final = ("received_at",)
+(_SERVER_FIELD,) = SERVER_FIELDS  # validate_event's fast test knows of this one only
 #: field -> what its value is, so how it is cleaned (a name means the same in every type).
 _KIND_OF: Final[dict[str, str]] = {
     "event_id": _ID, "user_id": _ID, "intervention_id": _ID,
@@ -172,8 +173,50 @@ def _clean_url(value: str, on_scrub: OnScrub) -> str:
     return clean_text(path, MAX_PATH_BYTES, on_scrub)
 
 
+#: (field kind, string) -> the string cleaned, for strings whose cleaning scrubbed,
+#: cut and dropped nothing: cleaning is a pure function of the string (no callback
+#: was owed), and pages, selectors, messages and codes repeat from event to event.
+#: A string that had anything scrubbed is cleaned again every time it comes.
+_CLEANED: dict[tuple[str, str], Any] = {}
+#: At most this many entries (then it starts again), of strings of at most
+#: _CLEANED_CHARS characters: a bound of a few MB.
+_CLEANED_MAX: Final = 4096
+_CLEANED_CHARS: Final = 256
+
+
 def _clean(name: str, value: Any, kind: str, on_scrub: OnScrub) -> Any:
-    """A valid value of a field made safe to keep (see the kinds above)."""
+    """A valid value of a field made safe to keep (see the kinds above); strings seen
+    before with nothing to scrub are looked up (:data:`_CLEANED`).
+
+    >>> _clean("page", "/p/1?email=a@b.c", _URL, None), ("url", "/p/1?email=a@b.c") in _CLEANED
+    ('/p/1', True)
+    >>> noted = []; _clean("query", "mail a@b.co", _TEXT, noted.append), noted
+    ('mail [email]', ['email'])
+    >>> ("text", "mail a@b.co") in _CLEANED  # scrubbed: cleaned afresh each time
+    False
+    """
+    if kind == _ID or type(value) is not str or len(value) > _CLEANED_CHARS:
+        return _clean_now(name, value, kind, on_scrub)
+    cached = _CLEANED.get((kind, value), _NOT_CLEANED)
+    if cached is not _NOT_CLEANED:
+        return cached
+    noted: list[str] = []
+    cleaned = _clean_now(name, value, kind, noted.append)
+    if noted:
+        if on_scrub is not None:
+            for what in noted:
+                on_scrub(what)
+    else:
+        if len(_CLEANED) >= _CLEANED_MAX:
+            _CLEANED.clear()
+        _CLEANED[kind, value] = cleaned
+    return cleaned
+
+
+_NOT_CLEANED: Final = object()
+
+
+def _clean_now(name: str, value: Any, kind: str, on_scrub: OnScrub) -> Any:
     if kind == _CODE:
         return clean_code(value, on_scrub)
     if isinstance(value, str):
@@ -190,27 +233,43 @@ def _clean(name: str, value: Any, kind: str, on_scrub: OnScrub) -> Any:
     return value
 
 
-def _check_fields(event: Event, fields: dict[str, Spec], on_scrub: OnScrub) -> None:
-    for name, (kinds, required, nullable) in fields.items():
-        if name not in event:
+#: One field's check, prepared: (name, accepted types, the exact Python types of a
+#: decoded JSON value that are accepted, required, nullable, its kind or None).
+_Check = tuple[str, tuple[type, ...], frozenset[type], bool, bool, str | None]
+_ABSENT: Final = object()
+
+
+def _plan(fields: dict[str, Spec]) -> tuple[_Check, ...]:
+    return tuple((name, kinds, frozenset(kinds), required, nullable, _KIND_OF.get(name))
+                 for name, (kinds, required, nullable) in fields.items())
+
+
+def _check_fields(event: Event, plan: tuple[_Check, ...], on_scrub: OnScrub) -> None:
+    for name, kinds, exact, required, nullable, kind in plan:
+        value = event.get(name, _ABSENT)
+        if value is _ABSENT:
             if required:
                 raise InvalidEvent("missing_field", f"{event['type']} needs field {name!r}")
             continue
-        value = event[name]
         if value is None and (nullable or not required):
             continue
-        if kinds in (_INT, _STR_OR_INT) and isinstance(value, float) and value.is_integer():
-            event[name] = value = int(value)  # JSON Schema counts 3.0 as an integer
-        if not _is(value, kinds):
-            raise InvalidEvent(
-                "wrong_type",
-                f"field {name!r} must be {_TYPE_WORDS[kinds]}, got {_type_name(value)}",
-            )
+        if type(value) not in exact:  # orjson makes exact types: the rest is rare
+            if kinds in (_INT, _STR_OR_INT) and isinstance(value, float) and value.is_integer():
+                event[name] = value = int(value)  # JSON Schema counts 3.0 as an integer
+            if not _is(value, kinds):
+                raise InvalidEvent(
+                    "wrong_type",
+                    f"field {name!r} must be {_TYPE_WORDS[kinds]}, got {_type_name(value)}",
+                )
         if isinstance(value, int) and not INT_MIN <= value <= INT_MAX:
             raise InvalidEvent("bad_value", f"field {name!r} does not fit 64 bits: {value}")
-        kind = _KIND_OF.get(name)
         if kind:
             event[name] = _clean(name, value, kind, on_scrub)
+
+
+#: Per known type, its checks: the common fields' first, then its own.
+_PLANS: Final = {t: _plan(_COMMON) + _plan(fields) for t, fields in _FIELDS.items()}
+_COMMON_PLAN: Final = _plan(_COMMON)
 
 
 def _clean_unknown(event: Event, names: Any, on_scrub: OnScrub) -> None:
@@ -262,6 +321,24 @@ def validate_event(obj: Any, on_scrub: OnScrub = None) -> Event:
     """
     if not isinstance(obj, dict):
         raise InvalidEvent("not_object", f"an event must be a JSON object, got {_type_name(obj)}")
+    sid, name, ts = obj.get("session_id"), obj.get("type"), obj.get("ts")
+    server = obj.get(_SERVER_FIELD)
+    if not (type(sid) is str and type(name) is str and type(ts) is int
+            and 0 < len(sid) <= 64 and 0 < len(name) <= 64 and 0 <= ts <= INT_MAX
+            and (server is None or (type(server) is int and 0 <= server <= INT_MAX))):
+        # Nearly every event passes the test above, which says that every check in
+        # _check_base would pass (64 characters are at most 256 bytes of UTF-8).
+        _check_base(obj)
+    kind = obj["type"]
+    _check_fields(obj, _PLANS.get(kind, _COMMON_PLAN), on_scrub)
+    known = _KNOWN_NAMES.get(kind, _COMMON_NAMES)
+    if not obj.keys() <= known:
+        _clean_unknown(obj, list(obj.keys() - known), on_scrub)
+    return obj
+
+
+def _check_base(obj: Event) -> None:
+    """The fields every event has: present, of their types, within their caps."""
     for name in ("session_id", "type", "ts"):
         if name not in obj:
             raise InvalidEvent("missing_field", f"every event needs field {name!r}")
@@ -278,14 +355,6 @@ def validate_event(obj: Any, on_scrub: OnScrub = None) -> Event:
     for name in SERVER_FIELDS:
         if obj.get(name) is not None:
             _check_time(obj, name)
-    _check_fields(obj, _COMMON, on_scrub)
-    fields = _FIELDS.get(obj["type"])
-    if fields:
-        _check_fields(obj, fields, on_scrub)
-    unknown = obj.keys() - _KNOWN_NAMES.get(obj["type"], _COMMON_NAMES)
-    if unknown:
-        _clean_unknown(obj, list(unknown), on_scrub)
-    return obj
 
 
 def decode_record(

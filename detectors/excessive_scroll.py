@@ -40,6 +40,7 @@ MAX_PATH = 200
 @dataclass
 class ExcessiveScroll(DetectorSettings):
     name: ClassVar[str] = "excessive_scroll"
+    types: ClassVar[frozenset[str]] = frozenset({"page_view", "scroll"})
     section_doc: ClassVar[str] = "Up and down the same page, again and again."
 
     min_reversals: int = setting(6, low=2, high=100,

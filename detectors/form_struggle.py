@@ -38,6 +38,7 @@ MAX_FIELD_CHARS = 100
 @dataclass
 class FormStruggle(DetectorSettings):
     name: ClassVar[str] = "form_struggle"
+    types: ClassVar[frozenset[str]] = frozenset({"form_error"})
     section_doc: ClassVar[str] = "The same field keeps failing validation."
 
     min_errors: int = setting(3, low=2, high=100,

@@ -20,6 +20,7 @@ from detectors.events import Event
 @dataclass
 class HelpRequest(DetectorSettings):
     name: ClassVar[str] = "help_request"
+    types: ClassVar[frozenset[str]] = frozenset({"help_request"})
     section_doc: ClassVar[str] = "No settings: a customer who asks for a human always gets one."
 
     def step(self, state: dict[str, Any], event: Event) -> Signal | None:

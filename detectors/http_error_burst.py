@@ -37,6 +37,7 @@ from detectors.events import Event, url_path
 @dataclass
 class HttpErrorBurst(DetectorSettings):
     name: ClassVar[str] = "http_error_burst"
+    types: ClassVar[frozenset[str]] = frozenset({"http_error"})
     section_doc: ClassVar[str] = "The site's backend keeps failing the customer."
 
     min_errors: int = setting(3, low=1, high=100,

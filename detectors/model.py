@@ -33,7 +33,7 @@ import copy
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Final
 
 from river import anomaly, bandit, linear_model, metrics, optim, preprocessing, proba
 
@@ -86,6 +86,21 @@ def funnel_stage(pages: Sequence[str], stages: FunnelStages = DEFAULT_STAGES) ->
     return 0
 
 
+_COUNT_KEYS: Final = tuple((t, f"count_{t}") for t in COUNTED_TYPES)
+_STAGE_KEYS: Final = tuple(f"stage_{name}" for name in STAGES)
+_PAYMENT_KEYS: Final = tuple((name, f"payment_{name}") for name in PAYMENT_CLASSES)
+_LOG1P: Final = tuple(math.log1p(n) for n in range(256))
+
+
+def _log1p(n: int) -> float:
+    """``math.log1p(n)``, looked up for the small counts sessions have.
+
+    >>> _log1p(3) == math.log1p(3), _log1p(10**6) == math.log1p(10**6)
+    (True, True)
+    """
+    return _LOG1P[n] if type(n) is int and 0 <= n < 256 else math.log1p(n)
+
+
 def features(
     counts: Mapping[str, int],
     signal_counts: Mapping[str, int],
@@ -112,7 +127,8 @@ def features(
     >>> x["stage_product"], x["stage_cart"], x["stage_checkout"], x["payment_decline"]
     (1.0, 1.0, 0.0, 1.0)
     """
-    x: Features = {f"count_{t}": math.log1p(counts.get(t, 0)) for t in COUNTED_TYPES}
+    # Names made once (_COUNT_KEYS, ...): this runs on every scored or learned event.
+    x: Features = {key: _log1p(counts.get(t, 0)) for t, key in _COUNT_KEYS}
     x.update({f"signals_{name}": float(n) for name, n in signal_counts.items()})
     x["friction"] = friction
     x["minutes"] = min(duration_ms / 60_000, 120.0)
@@ -120,11 +136,11 @@ def features(
     x["interventions"] = float(interventions)
     if not causes:
         return x
-    for i, name in enumerate(STAGES, 1):
-        x[f"stage_{name}"] = float(stage >= i)
+    for i, key in enumerate(_STAGE_KEYS, 1):
+        x[key] = float(stage >= i)
     failed = set(payments)
-    for name in PAYMENT_CLASSES:
-        x[f"payment_{name}"] = float(name in failed)
+    for name, key in _PAYMENT_KEYS:
+        x[key] = float(name in failed)
     x["stuck_minutes"] = min(max(stuck_ms, 0) / 60_000, 120.0)
     return x
 

@@ -47,6 +47,7 @@ from detectors.events import Event, url_path
 @dataclass
 class NavigationLoop(DetectorSettings):
     name: ClassVar[str] = "navigation_loop"
+    types: ClassVar[frozenset[str]] = frozenset({"page_view"})
     section_doc: ClassVar[str] = (
         "Going round in circles: ping-pong between two pages, or quick backs.")
 
@@ -64,11 +65,12 @@ class NavigationLoop(DetectorSettings):
             return False
         last = trail[-self.loop_views :]
         a, b = last[0][0], last[1][0]
-        return (
-            a != b
-            and all(view[0] == (a, b)[i % 2] for i, view in enumerate(last))
-            and 0 <= last[-1][1] - last[0][1] <= self.window_ms
-        )
+        if a == b:
+            return False
+        for i in range(2, len(last)):  # a plain loop: this runs on every page view
+            if last[i][0] != (b if i % 2 else a):
+                return False
+        return bool(0 <= last[-1][1] - last[0][1] <= self.window_ms)
 
     def step(self, state: dict[str, Any], event: Event) -> Signal | None:
         if event["type"] != "page_view":

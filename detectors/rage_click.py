@@ -54,6 +54,7 @@ DEFAULT_IGNORE_TEXTS: tuple[str, ...] = (
 @dataclass
 class RageClick(DetectorSettings):
     name: ClassVar[str] = "rage_click"
+    types: ClassVar[frozenset[str]] = frozenset({"click"})
     section_doc: ClassVar[str] = (
         "A run of quick clicks on one spot: PostHog's rule (min_clicks, each within\n"
         "max_interval_ms and max_distance_px of the previous)."

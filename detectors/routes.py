@@ -59,6 +59,8 @@ DEFAULT_PATTERNS: Final = (
 )
 
 _GLOB = frozenset("*?[")
+#: How many pages' routes a :class:`Routes` remembers.
+ROUTED_PAGES = 4096
 
 
 def segments(page: str) -> list[str]:
@@ -88,6 +90,9 @@ class Routes:
         DEFAULT_PATTERNS, doc=f"1 to {MAX_PATTERNS} paths, each at most {MAX_PATTERN_CHARS} characters")
     _compiled: list[tuple[str, tuple[str, ...], bool]] = field(
         init=False, repr=False, compare=False, default_factory=list)
+    #: page -> its route, for pages seen before (a site has few; bounded: cleared when
+    #: full). Matching every pattern costs a few microseconds per signal.
+    _routed: dict[str, str] = field(init=False, repr=False, compare=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         check(self)
@@ -112,6 +117,14 @@ class Routes:
         """The route of ``page`` (a path or URL); ``"other"`` when nothing matches."""
         if not page:
             return OTHER
+        routed = self._routed.get(page)
+        if routed is None:
+            if len(self._routed) >= ROUTED_PAGES:
+                self._routed.clear()
+            routed = self._routed[page] = self._match(page)
+        return routed
+
+    def _match(self, page: str) -> str:
         parts = segments(page)
         for name, pattern, rest in self._compiled:
             if _matches(parts, pattern, rest):

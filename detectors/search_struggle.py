@@ -39,6 +39,7 @@ from detectors.events import Event
 @dataclass
 class SearchStruggle(DetectorSettings):
     name: ClassVar[str] = "search_struggle"
+    types: ClassVar[frozenset[str]] = frozenset({"page_view", "search"})
     section_doc: ClassVar[str] = (
         "Search keeps failing: searches with no results, or rapid reformulations.")
 
