@@ -29,6 +29,8 @@ from typing import Any
 import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
+from streamer.stream.outbox import OutputHealth
+
 
 class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
     def _create_worker_consumer(self, transport: Any) -> Any:
@@ -72,6 +74,8 @@ class App(faust.App):
 
     def __init__(self, *args: Any, fetch_max_wait_ms: int = 100, **kwargs: Any) -> None:
         self.fetch_max_wait_ms = fetch_max_wait_ms
+        #: Whether the agent's output sends fail right now (``/healthz``: outputs_failing).
+        self.output_health = OutputHealth()
         super().__init__(*args, **kwargs)
 
     def _new_transport(self) -> Any:
