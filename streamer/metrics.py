@@ -54,6 +54,7 @@ class Metrics:
         self._declare_webhooks(self.registry)
         self._declare_console(self.registry)
         self._declare_redelivery(self.registry)
+        self._declare_outputs(self.registry)
 
     def _declare_pipeline(self, r: CollectorRegistry) -> None:
         """The pipeline: records, events, refusals, signals, decisions, state."""
@@ -324,6 +325,16 @@ class Metrics:
             "Ended sessions kept as small tombstones until their records can no longer be "
             "delivered again (not counted in frictionwatch_active_sessions).",
             registry=r,
+        )
+
+    def _declare_outputs(self, r: CollectorRegistry) -> None:
+        """The agent's outputs (streamer/stream/outbox.py): failed sends and batches."""
+        self.output_send_failures = Counter(
+            "frictionwatch_output_send_failures",
+            "Failed sends of output records, by topic and outcome (retried: the batch is "
+            "held and the record sent again; dead_lettered: refused for good, sent to the "
+            "dead letters instead; dropped: a dead letter refused for good).",
+            ["topic", "outcome"], registry=r,
         )
 
     def count_event(self, kind: str) -> None:

@@ -81,6 +81,10 @@ class Settings:
         3_600_000, low=1000, high=30 * 86_400_000,
         doc="server time an ended session's tombstone is kept when the committed offset "
             "of its partition cannot be read")
+    # -- output order (README "Faults"); a fault hook for the tests ------------------------
+    exit_after_outputs_acked: bool = setting(
+        False, doc="tests only: exit at once after the first batch with an intervention has "
+                   "its outputs acknowledged, before its session states are written")
     # -- browser endpoints (SDK, SSE); see streamer/web/guard.py ----------------------------
     #: HMAC-SHA256 key of session tokens. Unset: a random one per process, so tokens
     #: open streams only on the worker that issued them; set FW_SECRET on every worker.

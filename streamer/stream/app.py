@@ -68,6 +68,8 @@ def build(
         # A few ms of linger batches the changelog and output sends: measured 25-40%
         # less CPU per record on this machine, without hurting latency.
         producer_linger=0.005,
+        producer_max_batch_size=transport.PRODUCER_BATCH_BYTES,
+        monitor=transport.QuietMonitor(),  # no per-record sensor work (benchmarks/README.md)
         TableManager=PromptTableManager,
         datadir=settings.data_dir or os.path.join(tempfile.gettempdir(), "frictionwatch"),
         web_enabled=True,

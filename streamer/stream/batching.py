@@ -1,7 +1,9 @@
 """How our agents take records from Faust: in batches, one partition at a time.
 
 Both agents that keep a table (sessions, incidents) read with ``take_events`` so a
-key's state is read and written once per batch, not once per record. Two things make
+key's state is read and written once per batch, not once per record (the sessions
+agent takes every partition's records together and writes the states after its
+outputs are acknowledged: :mod:`streamer.stream.agents`). Two things make
 that correct, and they live here once:
 
 - A RocksDB store files a table write under the partition of Faust's "current
@@ -32,6 +34,7 @@ BATCH_WITHIN = 0.005
 
 T = TypeVar("T")
 A = TypeVar("A")
+W = TypeVar("W", bound=tuple[Any, ...])
 
 
 async def partition_batches(stream: Any) -> AsyncIterator[list[faust.EventT[Any]]]:
@@ -51,6 +54,20 @@ def in_context_of(events: Sequence[faust.EventT[Any]], work: Callable[[A], T], a
         return work(arg)
     finally:
         _current_event.reset(token)
+
+
+def write_in_context(
+    events: Sequence[faust.EventT[Any]], apply: Callable[[list[W]], object], writes: Sequence[W]
+) -> None:
+    """``apply(writes)`` of each partition in the context of that partition's last event
+    in ``events``; each write's partition is its item 2 (``Produced.writes``)."""
+    last = {event.message.partition: event for event in events}
+    by_partition: dict[int, list[W]] = defaultdict(list)
+    for write in writes:
+        by_partition[write[2]].append(write)
+    for partition, some in by_partition.items():
+        event = last.get(partition, events[-1])
+        in_context_of([event], apply, some)
 
 
 def owner(app: faust.App, topic: str, partitions: int) -> Callable[[bytes], bool]:

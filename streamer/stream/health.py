@@ -24,6 +24,10 @@ Reasons (each also a ``frictionwatch_health_reason{reason}`` gauge, 1 while it h
 ``not_consuming``
     records are waiting on an assigned partition, the broker answers, no rebalance or
     recovery is running, and nothing was read for ``NOT_CONSUMING_S``: a wedged worker.
+``outputs_failing``
+    the agent's output records cannot be delivered (streamer/stream/outbox.py): its
+    batch is held and retried, so nothing is read or committed meanwhile (that is not
+    also reported as ``not_consuming``: a restart would not cure it).
 
 ``/healthz`` (liveness) answers ``{"status": "ok"}``, or ``{"status": "degraded",
 "reasons": [...], "details": {...}}``; the HTTP status is 503 only for the reasons a
@@ -67,7 +71,7 @@ NOT_CONSUMING_S = 20.0
 LAG_WINDOW_S = 30.0
 
 REASONS = ("broker_unreachable", "no_assignment", "rebalancing", "recovering", "lag_growing",
-           "commits_stalled", "not_consuming")
+           "commits_stalled", "not_consuming", "outputs_failing")
 #: Reasons a restart of this worker may cure: /healthz answers 503 with any of them.
 RESTART_REASONS = frozenset({"commits_stalled", "not_consuming"})
 #: Reasons a worker must not get traffic or be counted on: /readyz answers 503.
@@ -91,6 +95,7 @@ class Sample:
     partitions: Mapping[int, PartitionSample] = field(default_factory=dict)
     rebalancing: bool = False
     recovering: bool = False
+    outputs_failing: str | None = None  # why the agent's output sends fail, if they do
 
 
 @dataclass(frozen=True)
@@ -157,12 +162,14 @@ class Health:
         lag = self._lag_growth()
         if lag is not None:
             reasons["lag_growing"] = lag
+        if now.outputs_failing is not None:
+            reasons["outputs_failing"] = now.outputs_failing
         if reachable and not now.rebalancing and not now.recovering:
             stalled = self._commit_stall(now)
             if stalled:
                 reasons["commits_stalled"] = stalled
             idle = self._not_consuming(now)
-            if idle:
+            if idle and now.outputs_failing is None:
                 reasons["not_consuming"] = idle
         return reasons
 
@@ -281,10 +288,12 @@ class Monitor:
                 read=consumer._read_offset.get(tp),  # noqa: SLF001
             )
         recovery: Any = app.tables.recovery  # type: ignore[attr-defined]
+        outputs = getattr(app, "output_health", None)
         return Sample(
             at=now, broker_silent_s=silent, partitions=partitions,
             rebalancing=bool(app.rebalancing) or not consumer.flow_active,
             recovering=bool(app.in_recovery) or not recovery.completed.is_set(),
+            outputs_failing=getattr(outputs, "failing", None),
         )
 
     def tick(self) -> None:

@@ -97,12 +97,20 @@ class DeadLetter:
     headers: Headers
 
 
+#: A table write the caller applies (:meth:`Pipeline.apply`): key, the stored bytes
+#: (None deletes the key) and the partition of the record that caused it.
+Write = tuple[bytes, bytes | None, int]
+
+
 @dataclass(slots=True)
 class Produced:
     """What one record produced, to be sent by the caller."""
 
     outcomes: list[Outcome] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
+    #: The batch's state writes, when the pipeline defers them (``defer_writes``): the
+    #: agent applies them only once the outputs are acknowledged (README "Faults").
+    writes: list[Write] = field(default_factory=list)
 
     def observations(self) -> list[dict[str, Any]]:
         """The signals as the incident feed takes them: with ``ts`` the *server* time of
@@ -206,6 +214,10 @@ class Pipeline:
     tombstones are freed after ``tombstone_ms`` of server time); ``write_scope(key)``
     is the context the sweep writes a key's tombstone in (a Faust store outside a
     batch needs one: :mod:`streamer.stream.positions`).
+
+    ``defer_writes``: :meth:`process_batch` leaves the batch's state writes in
+    ``Produced.writes`` for the caller to :meth:`apply` (the agent does, after the
+    outputs are acknowledged); otherwise (replay, tests) they are applied at once.
     """
 
     def __init__(
@@ -221,8 +233,10 @@ class Pipeline:
         committed: Callable[[int], int | None] | None = None,
         write_scope: Callable[[bytes], AbstractContextManager[object]] | None = None,
         decoded_states: int = DECODED_STATES,
+        defer_writes: bool = False,
     ) -> None:
         self.engine = engine
+        self.defer_writes = defer_writes
         self.states = states
         self.metrics = metrics
         self.max_record_bytes = max_record_bytes
@@ -298,18 +312,36 @@ class Pipeline:
                 (m.events_by_type.get(kind) or m.events_by_type["other"]).inc(n)
         for session_key, partition in written.items():
             try:
-                self._save(session_key, loaded[session_key], partition)
+                self._save(session_key, loaded[session_key], partition, out.writes)
             except Exception:
-                # A state that cannot be written must not stop every later batch: the
-                # session starts afresh.
-                log.exception("internal error writing a session's state: state dropped")
-                m.invalid_by_reason[INTERNAL_ERROR].inc()
-                self._forget(session_key)
+                self._dropped(session_key, write=False)
+                out.writes.append((session_key, None, partition))
+        if not self.defer_writes:
+            self.apply(out.writes)
+            out.writes = []
         now = time.time()
         for record in timed:  # a re-delivered record skipped whole decides nothing
             if record.timestamp_s is not None:
                 m.latency.observe(max(0.0, now - record.timestamp_s))
         return out
+
+    def apply(self, writes: Sequence[Write]) -> None:
+        """Write ``writes`` (``Produced.writes``) to the state table, in order."""
+        for session_key, raw, _partition in writes:
+            try:
+                if raw is None:
+                    self.states.pop(session_key, None)
+                else:
+                    self.states[session_key] = raw
+            except Exception:
+                self._dropped(session_key)
+
+    def _dropped(self, session_key: bytes, *, write: bool = True) -> None:
+        # A state that cannot be written must not stop every later batch: the session
+        # starts afresh.
+        log.exception("internal error writing a session's state: state dropped")
+        self.metrics.invalid_by_reason[INTERNAL_ERROR].inc()
+        self._forget(session_key, write=write)
 
     def _load(self, session_key: bytes) -> SessionState | None:
         stored = self.states.get(session_key)
@@ -392,16 +424,19 @@ class Pipeline:
             t = cap
         return int(t)
 
-    def _save(self, session_key: bytes, state: SessionState, partition: int) -> None:
+    def _save(
+        self, session_key: bytes, state: SessionState, partition: int, writes: list[Write]
+    ) -> None:
         # Assign, never mutate in place: only an assignment reaches the changelog.
         if state.ended_at is not None and not state.applied:
             # Ended, and without a Kafka position (replay): nothing can come again.
-            self._forget(session_key)
+            self._forget(session_key, write=False)
+            writes.append((session_key, None, partition))
             return
         raw, dropped = state.encode(self.state_max_bytes)  # an ended state: its tombstone
         for part, n in dropped.items():
             self.metrics.state_trimmed.labels(part).inc(n)
-        self.states[session_key] = raw
+        writes.append((session_key, raw, partition))
         self._note(session_key, state, partition)
         if state.ended_at is None and self.decoded_states > 0:
             self._keep_decoded(session_key, raw, state)
@@ -415,8 +450,9 @@ class Pipeline:
             self._known[session_key] = (partition, None, state.ended_at, dict(state.applied))
             self._ended.add(session_key)
 
-    def _forget(self, session_key: bytes) -> None:
-        self.states.pop(session_key, None)
+    def _forget(self, session_key: bytes, *, write: bool = True) -> None:
+        if write:
+            self.states.pop(session_key, None)
         self._decoded.pop(session_key, None)
         self._known.pop(session_key, None)
         self._ended.discard(session_key)

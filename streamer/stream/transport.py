@@ -24,10 +24,65 @@ reaches a stream in between, and reading restarts at the committed offsets.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import faust
+from faust.sensors.monitor import Monitor
 from faust.transport.drivers import aiokafka as faust_aiokafka
+from faust.types import TP, CollectionT, EventT, Message, StreamT
+
+from streamer.stream.outbox import OutputHealth
+
+#: The producer's batch size per partition (Faust's default is 16 KB, four session
+#: states): a send whose partition's batch is full waits for it to reach the broker,
+#: and one request carries one batch per partition.
+PRODUCER_BATCH_BYTES = 512 * 1024
+
+
+def use_uvloop() -> bool:
+    """New event loops (the worker's and its consumer thread's) are uvloop's; False,
+    changing nothing, where uvloop is not installed."""
+    try:
+        import uvloop
+    except ImportError:
+        return False
+    if not isinstance(asyncio.get_event_loop_policy(), uvloop.EventLoopPolicy):
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    return True
+
+
+class QuietMonitor(Monitor):
+    """Faust's default sensor without its per-record bookkeeping.
+
+    Faust calls its sensors for every message in and out, every stream event in and
+    out, every table read and write: counters and timings for Faust's own ``/stats``
+    page, which nothing here reads (our metrics are Prometheus', health reads the
+    consumer). Commits, rebalances and sends keep their statistics.
+    """
+
+    def on_message_in(self, tp: TP, offset: int, message: Message) -> None:
+        pass
+
+    def on_stream_event_in(
+        self, tp: TP, offset: int, stream: StreamT[Any], event: EventT[Any]
+    ) -> dict[str, Any] | None:
+        return None
+
+    def on_stream_event_out(
+        self, tp: TP, offset: int, stream: StreamT[Any], event: EventT[Any],
+        state: dict[str, Any] | None = None,
+    ) -> None:
+        pass
+
+    def on_message_out(self, tp: TP, offset: int, message: Message) -> None:
+        pass
+
+    def on_table_get(self, table: CollectionT, key: Any) -> None:
+        pass
+
+    def on_table_set(self, table: CollectionT, key: Any, value: Any) -> None:
+        pass
 
 
 class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
@@ -72,6 +127,8 @@ class App(faust.App):
 
     def __init__(self, *args: Any, fetch_max_wait_ms: int = 100, **kwargs: Any) -> None:
         self.fetch_max_wait_ms = fetch_max_wait_ms
+        #: Whether the agent's output sends fail right now (``/healthz``: outputs_failing).
+        self.output_health = OutputHealth()
         super().__init__(*args, **kwargs)
 
     def _new_transport(self) -> Any:

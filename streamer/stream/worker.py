@@ -60,6 +60,9 @@ def run(service: app_module.Service) -> int:
 
 def run_worker(settings: Settings) -> int:
     """A worker of the consumer group ``settings.app_id``; stops on SIGINT/SIGTERM."""
+    from streamer.stream.transport import use_uvloop
+
+    use_uvloop()  # before any loop exists: the worker's and its consumer thread's
     models = None
     if Engine.from_config(settings.detection).models is not None:
         models = asyncio.run(checkpoint.restore(settings))

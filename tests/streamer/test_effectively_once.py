@@ -12,6 +12,9 @@ Two sessions, both cut by that commit: ``ended`` ends with ``session_end`` (befo
 fix its state was deleted, so the records delivered again started from nothing and
 fired a nudge and a handoff again at lower positions: ids an uninterrupted run never
 makes); ``live`` goes on, its events without event ids (before, its counts doubled).
+
+And the order of a batch's writes (README "Faults"): a worker that dies after its
+outputs are acknowledged and before its states are written loses no intervention.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from detectors.session import Engine, SessionState
 from streamer.embedded import EmbeddedBroker
 from streamer.metrics import Metrics
+from streamer.stream.agents import TEST_EXIT
 from streamer.stream.pipeline import Pipeline, Record
 from streamer.stream.topics import EVENTS_TOPIC, INTERVENTIONS_TOPIC, SESSIONS_TABLE
 from tests.conftest import (
@@ -264,3 +268,39 @@ def test_a_worker_killed_between_changelog_write_and_commit_changes_nothing(
     assert (live.seq, live.counts, live.signal_counts, live.policy) == (
         expected[LIVE].seq, expected[LIVE].counts, expected[LIVE].signal_counts,
         expected[LIVE].policy)
+
+
+def test_a_worker_killed_between_the_outputs_ack_and_the_state_write_loses_no_intervention(
+    broker: EmbeddedBroker, tmp_path: Path
+) -> None:
+    """The worker exits (``FW_EXIT_AFTER_OUTPUTS_ACKED``: ``os._exit``, as abrupt as a
+    SIGKILL) at the boundary between the two writes of its first batch with an
+    intervention. Outputs first: the state is not written, the restarted worker
+    processes the records again and every intervention is on the topic (some twice).
+    State first (the order before): the state marks the records applied, the restarted
+    worker skips them, and that batch's interventions never reach the topic."""
+    expected_ids, _ = _uninterrupted()
+    bootstrap = broker.address
+    config = tmp_path / "rules-only.toml"
+    config.write_text("[model]\nenabled = false\n")
+    args = ("--config", str(config))
+
+    hooked = start_worker(broker, tmp_path, APP_ID, *args,
+                          env={**NO_COMMIT, "FW_EXIT_AFTER_OUTPUTS_ACKED": "1"})
+    try:
+        hooked.wait_consuming(broker)
+        asyncio.run(produce(bootstrap, _records(BEFORE + AFTER)))
+        hooked.process.wait(90)
+    finally:
+        stop_process(hooked.process, signal.SIGKILL)
+    assert hooked.process.returncode == TEST_EXIT, "the hook must have ended the worker"
+    committed, ends = asyncio.run(_offsets(bootstrap))
+    assert any(committed[p] < ends[p] for p in ends), "its records must be uncommitted"
+
+    with running_worker(broker, tmp_path, APP_ID, *args, env=ENV) as again:
+        wait_for(lambda: _all_committed(bootstrap), 90, "the restarted worker's commits",
+                 again.process)
+    ids = _ids(bootstrap)
+    for sid in (ENDED, LIVE):
+        assert set(ids[sid]) >= expected_ids[sid], (
+            sid, "missing", sorted(expected_ids[sid] - set(ids[sid])))
