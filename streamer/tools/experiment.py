@@ -219,7 +219,8 @@ def arm_report(results: Sequence[SessionResult]) -> dict[str, Any]:
     gained (P(convert | what was shown) - P(convert | nothing), summed), and what an
     oracle would gain on the sessions the arms can treat differently (an upper bound:
     it knows each session's potential outcomes, the policy only what happened so far);
-    and where the model decided, its estimate."""
+    and where the model decided, leaving out help requests (which the holdout never
+    holds out), its estimate, the truth and the realised uplift."""
     decided = [r for r in results if r.decided != "none"]
     treated = [r for r in decided if not r.holdout]
     held = [r for r in decided if r.holdout]
@@ -228,7 +229,11 @@ def arm_report(results: Sequence[SessionResult]) -> dict[str, Any]:
     gained = None
     if realised["estimate"] is not None:
         gained = realised["estimate"] * len(treated)
-    estimated = [r for r in decided if r.estimate is not None]
+    # A help request's handoff is never held out, so the holdout cannot measure it: in
+    # the holdout hash it is treated all the same, and counting it there would pull the
+    # realised uplift down by its own gain (+0.25 in the world) while the estimate and
+    # the truth keep it. The comparison is made where the holdout holds.
+    estimated = [r for r in decided if r.estimate is not None and not r.asked_for_help]
     on_estimated = uplift(treated=_rate(r for r in estimated if not r.holdout),
                           holdout=_rate(r for r in estimated if r.holdout))
     converted, n = _rate(results)

@@ -180,3 +180,22 @@ def test_small_strata_are_pooled_with_their_family_then_with_everything_small() 
     assert into["acts/shown/stage:3/form_struggle"] == "acts/shown/stage:3/form_struggle"
     assert into["acts/shown/stage:1/rage_click"] == into["acts/shown/stage:1/dead_click"] == "acts/shown"
     assert into["acts/held/stage:1/dead_click"] == "small"
+
+
+def test_the_estimate_is_compared_where_the_holdout_holds() -> None:
+    """A help request in the holdout hash is handed off all the same: counted as held
+    out it would pull the realised uplift down by its own gain. The model's estimate,
+    the truth and the realised uplift are compared without those sessions."""
+    p = {"none": 0.4, "nudge": 0.5, "handoff": 0.65}
+
+    def decided(holdout: bool, converted: bool, *, helped: bool = False) -> SessionResult:
+        shown = "handoff" if helped or not holdout else "none"
+        return SessionResult("s", "targeted", holdout, decided="handoff", shown=shown,
+                             converted=converted, p=p, estimate=0.25, asked_for_help=helped)
+
+    results = ([decided(False, i < 65) for i in range(100)] + [decided(True, i < 40) for i in range(100)]
+               + [decided(True, True, helped=True) for _ in range(100)])
+    report = experiment.arm_report(results)
+    assert report["estimated_sessions"] == 200
+    assert report["realised_uplift_where_estimated"]["estimate"] == pytest.approx(0.25)
+    assert report["true_uplift_where_estimated"] == pytest.approx(0.25)
