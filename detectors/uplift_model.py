@@ -122,7 +122,7 @@ class UpliftModel:
     ``prior``: P(convert) before anything is learned.
     """
 
-    def __init__(self, warmup: int = 300, seed: int = 42, *, noise: float = 2.0,
+    def __init__(self, warmup: int = 300, seed: int = 42, *, noise: float = 4.0,
                  prior: float = 0.3) -> None:
         if warmup < 0:
             raise ValueError(f"model.uplift_warmup = {warmup} must be >= 0")

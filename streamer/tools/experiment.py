@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from statistics import NormalDist
 from typing import Any, Final
 
+from detectors.model import funnel_stage
 from detectors.policy import in_holdout
 from detectors.session import Engine, Outcome, SessionState
 from detectors.uplift import uplift
@@ -74,11 +75,35 @@ class SessionResult:
     #: The model's estimated uplift of what it decided (targeted arm, once warm).
     estimate: float | None = None
     asked_for_help: bool = False
+    #: Its pre-treatment stratum (:func:`stratum`): what happened before either arm
+    #: could do anything for it, so the same whichever arm the hash put it in.
+    stratum: str = ""
 
     @property
     def true_effect(self) -> float:
         """P(convert | what was decided) - P(convert | nothing): the truth."""
         return self.p[self.decided] - self.p["none"] if self.p else 0.0
+
+
+def stratum(state: SessionState, *, acts: bool, holdout: bool, kind: str | None = None) -> str:
+    """A session's pre-treatment stratum, read where nothing either arm does has reached it.
+
+    For a session the rules would act on: at the first event where they would (both
+    arms have done nothing before it), whether it is held out, the funnel stage it has
+    reached and the friction that asks for the decision. For one the rules never would
+    act on (nothing happens to it in either arm): at the end of its behaviour, before
+    its outcome, the stage it reached and whether it tried to pay.
+
+    >>> state = SessionState("s", pages=["/", "/p/a", "/cart"])
+    >>> stratum(state, acts=True, holdout=False, kind="rage_click")
+    'acts/shown/stage:2/rage_click'
+    >>> stratum(state, acts=False, holdout=True)
+    'quiet/stage:2/paid:0'
+    """
+    stage = funnel_stage(state.pages)
+    if acts:
+        return f"acts/{'held' if holdout else 'shown'}/stage:{stage}/{kind}"
+    return f"quiet/stage:{stage}/paid:{int(bool(state.counts.get('checkout_attempt')))}"
 
 
 class _Watch:
@@ -90,6 +115,9 @@ class _Watch:
     def __call__(self, state: SessionState, event: dict[str, Any] | None, out: Outcome) -> None:
         r = self.results[state.session_id]
         if out.rules_kind is not None:
+            if not r.eligible:  # the first point where the arms can differ: nothing yet
+                kind = max(out.signals, key=lambda s: s.strength).detector if out.signals else None
+                r.stratum = stratum(state, acts=True, holdout=r.holdout, kind=kind)
             r.eligible = True
             r.avoided += out.decision is None
         if any(s.detector == "help_request" for s in out.signals):
@@ -137,6 +165,8 @@ def run(sessions: Sequence[SimSession], engine: Engine, *, idle_ms: int = IDLE_M
         if i == s.ending_at and s.outcomes is not None:
             # The behaviour is over: the world answers what reached the customer.
             r = results[s.session_id]
+            if not r.eligible:  # neither arm could act on it: all it did is pre-treatment
+                r.stratum = stratum(state, acts=False, holdout=r.holdout)
             _, realised = s.realise(r.shown)
             r.p, r.y = dict(s.outcomes.p), dict(s.outcomes.y)
             todo = events[s.session_id] = realised
@@ -173,13 +203,24 @@ def _interval(values: Sequence[float], confidence: float = 0.95) -> tuple[float,
     return m - z * sd / math.sqrt(len(values)), m + z * sd / math.sqrt(len(values))
 
 
+def _best(r: SessionResult) -> float:
+    """What the best action for this session (it asked for help: the handoff) gains over
+    nothing: what an oracle that knew the potential outcomes would gain on it."""
+    if r.asked_for_help:
+        return r.p["handoff"] - r.p["none"]
+    return max(r.p.values()) - r.p["none"]
+
+
 def arm_report(results: Sequence[SessionResult]) -> dict[str, Any]:
     """One arm: conversion, interventions, realised uplift (treated vs holdout among the
     sessions decided for), conversions gained (that uplift times the treated sessions)
     and interventions per conversion gained; the truth from the potential outcomes: the
     uplift of its decisions (shown or held out) and the conversions its interventions
-    gained (P(convert | what was shown) - P(convert | nothing), summed); and where the
-    model decided, its estimate."""
+    gained (P(convert | what was shown) - P(convert | nothing), summed), and what an
+    oracle would gain on the sessions the arms can treat differently (an upper bound:
+    it knows each session's potential outcomes, the policy only what happened so far);
+    and where the model decided, leaving out help requests (which the holdout never
+    holds out), its estimate, the truth and the realised uplift."""
     decided = [r for r in results if r.decided != "none"]
     treated = [r for r in decided if not r.holdout]
     held = [r for r in decided if r.holdout]
@@ -188,7 +229,11 @@ def arm_report(results: Sequence[SessionResult]) -> dict[str, Any]:
     gained = None
     if realised["estimate"] is not None:
         gained = realised["estimate"] * len(treated)
-    estimated = [r for r in decided if r.estimate is not None]
+    # A help request's handoff is never held out, so the holdout cannot measure it: in
+    # the holdout hash it is treated all the same, and counting it there would pull the
+    # realised uplift down by its own gain (+0.25 in the world) while the estimate and
+    # the truth keep it. The comparison is made where the holdout holds.
+    estimated = [r for r in decided if r.estimate is not None and not r.asked_for_help]
     on_estimated = uplift(treated=_rate(r for r in estimated if not r.holdout),
                           holdout=_rate(r for r in estimated if r.holdout))
     converted, n = _rate(results)
@@ -210,6 +255,9 @@ def arm_report(results: Sequence[SessionResult]) -> dict[str, Any]:
         "interventions_per_conversion_gained": (
             shown / gained if gained is not None and gained > 0 else None),
         "true_conversions_gained": true_gained,
+        "triggered_conversions_gained": sum(r.p[r.shown] - r.p["none"] for r in results
+                                            if r.p and _triggered(r)),
+        "oracle_conversions_gained": sum(_best(r) for r in results if r.p and _triggered(r)),
         "interventions_per_true_conversion_gained": shown / true_gained if true_gained > 0 else None,
         "estimated_uplift": _mean([r.estimate for r in estimated if r.estimate is not None]),
         "estimated_sessions": len(estimated),
@@ -218,17 +266,115 @@ def arm_report(results: Sequence[SessionResult]) -> dict[str, Any]:
     }
 
 
+#: A stratum with fewer sessions than this in either arm is pooled with the others of
+#: its family (``acts/shown``, ``acts/held``, ``quiet``), then with everything small.
+MIN_STRATUM: Final = 50
+
+
+def _family(name: str) -> str:
+    return "/".join(name.split("/")[:2]) if name.startswith("acts/") else "quiet"
+
+
+def _pooled(arms: dict[str, list[SessionResult]], min_size: int) -> dict[str, str]:
+    """Stratum -> the stratum it is counted in, after pooling the small ones."""
+    into = {r.stratum: r.stratum for rs in arms.values() for r in rs}
+    for level in (_family, lambda name: "small"):
+        sizes: dict[str, dict[str, int]] = {}
+        for arm, rs in arms.items():
+            for r in rs:
+                sizes.setdefault(into[r.stratum], dict.fromkeys(arms, 0))[arm] += 1
+        into = {s: t if min(sizes[t].values()) >= min_size else level(s) for s, t in into.items()}
+    return into
+
+
+def stratified_difference(
+    arms: dict[str, list[SessionResult]], confidence: float = 0.95, min_size: int = MIN_STRATUM
+) -> dict[str, Any]:
+    """Targeted - rules conversion, post-stratified on the pre-treatment :func:`stratum`.
+
+    Each stratum's difference of conversion rates, weighted by its share of all the
+    sessions (both arms): unbiased whatever the strata, because the hash that picks a
+    session's arm is independent of everything that happened before either arm could
+    act (which is all a stratum reads); the strata only take out the variance of how
+    many sessions of each kind each arm happened to get. Interval: normal, from the
+    strata's binomial variances.
+    """
+    into = _pooled(arms, min_size)
+    cells: dict[str, dict[str, list[int]]] = {}
+    for arm, rs in arms.items():
+        for r in rs:
+            counts = cells.setdefault(into[r.stratum], {a: [0, 0] for a in arms})[arm]
+            counts[0] += r.converted
+            counts[1] += 1
+    total = sum(len(rs) for rs in arms.values())
+    estimate = variance = 0.0
+    for cell in cells.values():
+        (ct, nt), (cr, nr) = cell["targeted"], cell["rules"]
+        if not nt or not nr:
+            continue
+        w = (nt + nr) / total
+        pt, pr = ct / nt, cr / nr
+        estimate += w * (pt - pr)
+        variance += w * w * (pt * (1 - pt) / nt + pr * (1 - pr) / nr)
+    z = NormalDist().inv_cdf(0.5 + confidence / 2)
+    margin = z * math.sqrt(variance)
+    return {"estimate": round(estimate, 6), "low": round(estimate - margin, 6),
+            "high": round(estimate + margin, 6), "confidence": confidence, "strata": len(cells)}
+
+
+def _triggered(r: SessionResult) -> bool:
+    """Can the two arms treat this session differently? The rules would act on it and it
+    is not held out: read before either arm did anything (see :attr:`SessionResult.eligible`)."""
+    return r.eligible and not r.holdout
+
+
+def untouched(r: SessionResult) -> bool:
+    """Did a session outside the trigger get what it gets in either arm: nothing, or the
+    handoff it asked for? (The premise of the diluted estimate: see :func:`compare`.)"""
+    return r.shown == ("handoff" if r.asked_for_help else "none")
+
+
+def diluted_difference(
+    arms: dict[str, list[SessionResult]], confidence: float = 0.95, min_size: int = MIN_STRATUM
+) -> dict[str, Any]:
+    """Targeted - rules conversion over all sessions, from the triggered ones.
+
+    Outside the trigger (:func:`_triggered`) both arms do the same thing, by
+    construction of the policy (the uplift model only chooses where the rules would
+    act, nothing is shown in the holdout, a help request gets its handoff in both), so
+    those sessions' difference is 0 by design, not by estimate; the difference over all
+    sessions is the triggered sessions' (post-stratified, :func:`stratified_difference`)
+    times their share of all sessions (Deng and Hu 2015, "diluted treatment effect").
+    Unbiased under the hash split as long as that premise holds, which the run checks:
+    ``outside_differs`` counts the sessions outside the trigger that got anything but
+    nothing or their asked-for handoff (it must be 0). The share is the same for both
+    arms (read before any decision) and is taken as fixed.
+    """
+    inside = {a: [r for r in rs if _triggered(r)] for a, rs in arms.items()}
+    total = sum(len(rs) for rs in arms.values())
+    share = sum(len(rs) for rs in inside.values()) / total if total else 0.0
+    within = stratified_difference(inside, confidence, min_size)
+    return {**{k: round(within[k] * share, 6) for k in ("estimate", "low", "high")},
+            "confidence": confidence, "strata": within["strata"], "share": round(share, 6),
+            "outside_differs": sum(not untouched(r) for rs in arms.values() for r in rs
+                                   if not _triggered(r))}
+
+
 def compare(results: Sequence[SessionResult], confidence: float = 0.95) -> dict[str, Any]:
     """Targeted versus rules: each arm's report and the difference of conversion rates
-    (targeted - rules) with Newcombe's interval, over all sessions and over the ones
-    the two arms can treat differently: eligible (the rules would intervene) and not
-    in the holdout (nothing is shown to those in either arm)."""
+    (targeted - rules) over all sessions: plain (Newcombe's interval), post-stratified
+    on what happened before any decision (:func:`stratified_difference`) and diluted
+    from the sessions the arms can treat differently (:func:`diluted_difference`); and
+    over those sessions alone: eligible (the rules would intervene) and not in the
+    holdout (nothing is shown to those in either arm)."""
     arms = {a: [r for r in results if r.arm == a] for a in ("rules", "targeted")}
-    differ = {a: [r for r in rs if r.eligible and not r.holdout] for a, rs in arms.items()}
+    differ = {a: [r for r in rs if _triggered(r)] for a, rs in arms.items()}
     return {
         "arms": {a: arm_report(rs) for a, rs in arms.items()},
         "difference_all": uplift(treated=_rate(arms["targeted"]), holdout=_rate(arms["rules"]),
                                  confidence=confidence),
+        "difference_adjusted": stratified_difference(arms, confidence),
+        "difference_diluted": diluted_difference(arms, confidence),
         "difference_eligible": uplift(treated=_rate(differ["targeted"]),
                                       holdout=_rate(differ["rules"]), confidence=confidence),
         "help_requests": {a: (sum(r.shown == "handoff" for r in rs if r.asked_for_help),
@@ -259,6 +405,8 @@ def format_comparison(report: dict[str, Any]) -> str:
         ("conversions gained vs holdout", "conversions_gained", ".1f"),
         ("interventions / conversion gained", "interventions_per_conversion_gained", ".1f"),
         ("true conversions gained (potential outcomes)", "true_conversions_gained", ".1f"),
+        ("  of which where the arms can differ", "triggered_conversions_gained", ".1f"),
+        ("  an oracle's there (upper bound)", "oracle_conversions_gained", ".1f"),
         ("interventions / true conversion gained", "interventions_per_true_conversion_gained", ".1f"),
         ("estimated uplift (model)", "estimated_uplift", "+.4f"),
         ("true uplift where estimated", "true_uplift_where_estimated", "+.4f"),
@@ -273,7 +421,14 @@ def format_comparison(report: dict[str, Any]) -> str:
     lines = [f"{a.ljust(width[0])}  {b.rjust(width[1])}  {c.rjust(width[2])}".rstrip()
              for a, b, c in rows]
     lines.append("")
-    lines.append(f"conversion targeted - rules, all sessions:          {_ci(report['difference_all'])}")
-    lines.append(f"conversion targeted - rules, eligible not held out: "
-                 f"{_ci(report['difference_eligible'])}")
+    adjusted, diluted = report["difference_adjusted"], report["difference_diluted"]
+    for label, value in (
+        ("conversion targeted - rules, all sessions:", _ci(report["difference_all"])),
+        (f"  same, post-stratified ({adjusted['strata']} strata):", _ci(adjusted)),
+        ("  same, diluted from eligible not held out:",
+         f"{_ci(diluted)}  ({diluted['share']:.3f} of the sessions; outside them, sessions "
+         f"treated differently: {diluted['outside_differs']})"),
+        ("conversion targeted - rules, eligible not held out:", _ci(report["difference_eligible"])),
+    ):
+        lines.append(f"{label:<52}{value}")
     return "\n".join(lines)

@@ -111,7 +111,8 @@ def test_a_fresh_model_knows_nothing() -> None:
     model = UpliftModel()
     assert model.probability(PAYMENT, "none") == pytest.approx(0.3, abs=0.02)  # the prior
     estimate, sd = model.estimate(PAYMENT, "nudge")
-    assert abs(estimate) < 0.1 and sd > 0.2
+    # unsure: several times less sure than after 1,500 rounds of outcomes
+    assert abs(estimate) < 0.1 and sd > 0.12 and sd > 3 * trained_factory().estimate(PAYMENT, "nudge")[1]
 
 
 def test_pickled_it_decides_and_learns_the_same() -> None:
