@@ -80,9 +80,9 @@ def web_worker(web_broker: EmbeddedBroker, tmp_path_factory: pytest.TempPathFact
         yield w
 
 
-@pytest.fixture(scope="module")
-def browser(web_worker: WorkerProcess) -> Iterator[Any]:
-    chromium = need_tool("chromium")
+def playwright() -> Any:
+    """Playwright's sync entry point; Chromium must be installed (a failure under CI)."""
+    need_tool("chromium")
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
@@ -90,7 +90,13 @@ def browser(web_worker: WorkerProcess) -> Iterator[Any]:
         if CI:
             pytest.fail(message)
         pytest.skip(message)
-    with sync_playwright() as pw:
+    return sync_playwright
+
+
+@pytest.fixture(scope="module")
+def browser(web_worker: WorkerProcess) -> Iterator[Any]:
+    chromium = need_tool("chromium")
+    with playwright()() as pw:
         b = pw.chromium.launch(executable_path=chromium, args=BROWSER_ARGS, headless=True)
         try:
             yield b

@@ -18,27 +18,14 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.conftest import CI, need_tool
-from tests.web.conftest import ARTIFACTS, BROWSER_ARGS
-
-
-def _playwright() -> Any:
-    """Playwright's sync entry point; Chromium must be installed (a failure under CI)."""
-    need_tool("chromium")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        message = "playwright is not installed (pip install -e '.[dev]')"
-        if CI:
-            pytest.fail(message)
-        pytest.skip(message)
-    return sync_playwright
+from tests.conftest import need_tool
+from tests.web.conftest import ARTIFACTS, BROWSER_ARGS, playwright
 
 
 @pytest.mark.broker
 @pytest.mark.timeout(240)
 def test_the_console_shows_a_run_live() -> None:
-    _playwright()
+    playwright()
     from benchmarks.console_screenshot import INCIDENT_KEY, watch
 
     seen = watch(ARTIFACTS / "console.png")
@@ -61,7 +48,7 @@ def test_a_console_without_room_retries_until_there_is() -> None:
     is served in this process (tests/web/test_console.py), in a thread of its own."""
     from tests.web.test_console import console_server
 
-    sync_playwright = _playwright()
+    sync_playwright = playwright()
     loop = asyncio.new_event_loop()
     served: dict[str, Any] = {}
     stop = threading.Event()
