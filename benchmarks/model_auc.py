@@ -141,7 +141,7 @@ def auc_curve(events: list[dict[str, Any]], config: dict[str, Any], every: int) 
     return run
 
 
-def _step_all(events: list[dict[str, Any]], engine: Engine) -> tuple[float, dict[str, int]]:
+def step_all(events: list[dict[str, Any]], engine: Engine) -> tuple[float, dict[str, int]]:
     states: dict[str, SessionState] = {}
     runs = {"risk_scored": 0, "anomaly_scored": 0}
     started = time.perf_counter()
@@ -169,7 +169,7 @@ def cost(events: list[dict[str, Any]], config: dict[str, Any], repeat: int) -> N
     runs: dict[str, int] = {}
     for attempt in range(repeat):
         for name, cfg in (("off", off), ("on", config)):
-            elapsed, counted = _step_all(events, Engine.from_config(cfg))
+            elapsed, counted = step_all(events, Engine.from_config(cfg))
             best[name] = min(best.get(name, elapsed), elapsed)
             if name == "on":
                 runs = counted

@@ -67,8 +67,9 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from benchmarks import model_auc
 from detectors.model import Models
-from detectors.session import Engine, SessionState
+from detectors.session import Engine
 from streamer.tools import experiment, simulate
 
 
@@ -110,20 +111,6 @@ def _events(sessions: Sequence[simulate.SimSession]) -> list[dict[str, Any]]:
     return list(heapq.merge(*(s.events for s in sessions), key=lambda e: e["ts"]))
 
 
-def _step_all(events: list[dict[str, Any]], engine: Engine) -> float:
-    states: dict[str, SessionState] = {}
-    started = time.perf_counter()
-    for event in events:
-        sid = event["session_id"]
-        state = states.get(sid)
-        if state is None:
-            state = states[sid] = SessionState(sid)
-        engine.step(state, dict(event))
-    for state in states.values():
-        engine.expire(state)
-    return time.perf_counter() - started
-
-
 def cost(args: argparse.Namespace, trained: Models) -> dict[str, float]:
     """Microseconds per event of Engine.step: models off, on (rules decide), on (targeted)."""
     sessions = list(simulate.generate(args.seed + 1, args.cost_sessions, effects="heterogeneous",
@@ -140,7 +127,7 @@ def cost(args: argparse.Namespace, trained: Models) -> dict[str, float]:
     best: dict[str, float] = {}
     for attempt in range(args.repeat):
         for name, build in cases.items():
-            elapsed = _step_all(events, build())
+            elapsed, _ = model_auc.step_all(events, build())
             best[name] = min(best.get(name, elapsed), elapsed)
         print(f"cost run {attempt + 1}/{args.repeat}", file=sys.stderr)
     us = {name: seconds / len(events) * 1e6 for name, seconds in best.items()}
