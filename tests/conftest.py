@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from prometheus_client import CollectorRegistry, start_http_server
 
 from streamer.embedded import EMBEDDED_GROUP_TIMEOUTS, EmbeddedBroker, create_topics, free_port
 from streamer.settings import Settings
@@ -105,6 +106,18 @@ def start_worker(
             env={**os.environ, **EMBEDDED_GROUP_ENV, **(env or {})},
         )
     return WorkerProcess(process, f"http://127.0.0.1:{port}", settings, log)
+
+
+@contextlib.contextmanager
+def serving_metrics(registry: CollectorRegistry) -> Iterator[str]:
+    """A /metrics URL on 127.0.0.1 serving ``registry``, for as long as the block runs."""
+    server, thread = start_http_server(0, addr="127.0.0.1", registry=registry)
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/metrics"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
 
 
 @contextlib.contextmanager

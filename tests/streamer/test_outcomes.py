@@ -4,15 +4,12 @@ the effect that is there, checked against the simulator's potential outcomes."""
 
 from __future__ import annotations
 
-import contextlib
 import math
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
-from prometheus_client import start_http_server
 
 from detectors.registry import REGISTRY
 from detectors.session import Engine, Outcome, SessionState
@@ -28,6 +25,7 @@ from streamer.tools.simulate import (
     ground_truth,
     write_jsonl,
 )
+from tests.conftest import serving_metrics
 
 MAX_BYTES = 1 << 20
 #: Longer than any pause inside a simulated session (at most ~140 s), so a sweep with
@@ -372,17 +370,6 @@ def test_report_offline_prints_auc_conversion_and_uplift(
     assert "no holdout sessions: set [policy] holdout_share" in capsys.readouterr().out
 
 
-@contextlib.contextmanager
-def _serving(metrics: Metrics) -> Iterator[str]:
-    server, thread = start_http_server(0, addr="127.0.0.1", registry=metrics.registry)
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/metrics"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
-
-
 def test_report_live_reads_a_workers_metrics(
     small: tuple[Path, Path, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -393,7 +380,7 @@ def test_report_live_reads_a_workers_metrics(
     list(replay_lines(iter(events.read_bytes().splitlines()), engine, max_record_bytes=MAX_BYTES,
                       metrics=metrics))
     offline = model_from_metrics(metrics, engine)
-    with _serving(metrics) as url:
+    with serving_metrics(metrics.registry) as url:
         assert main(["report", "--metrics", url, "--json"]) == 0
         live = orjson.loads(capsys.readouterr().out)
         assert main(["report", "--metrics", url]) == 0

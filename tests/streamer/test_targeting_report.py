@@ -3,13 +3,10 @@ from a worker's /metrics, added up over workers."""
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
 import pytest
-from prometheus_client import start_http_server
 
 from detectors.session import Engine
 from streamer.cli import main
@@ -17,6 +14,7 @@ from streamer.metrics import Metrics
 from streamer.tools.evaluate import model_from_metrics, model_from_text
 from streamer.tools.replay import replay_lines
 from streamer.tools.simulate import generate, write_jsonl
+from tests.conftest import serving_metrics
 
 MAX_BYTES = 1 << 20
 CONFIG = {"policy": {"holdout_share": 0.2, "uplift_share": 0.5}, "model": {"uplift_warmup": 50}}
@@ -65,17 +63,6 @@ def test_without_an_uplift_share_there_is_no_targeted_arm(
     assert orjson.loads(capsys.readouterr().out)["targeting"] is None
 
 
-@contextlib.contextmanager
-def _serving(metrics: Metrics) -> Iterator[str]:
-    server, thread = start_http_server(0, addr="127.0.0.1", registry=metrics.registry)
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/metrics"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
-
-
 def test_a_workers_metrics_give_the_same_targeting_report(
     traffic: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -88,7 +75,7 @@ def test_a_workers_metrics_give_the_same_targeting_report(
                       metrics=metrics))
     offline = model_from_metrics(metrics, engine)
     assert offline["targeting"] is not None
-    with _serving(metrics) as url:
+    with serving_metrics(metrics.registry) as url:
         assert main(["report", "--metrics", url, "--json"]) == 0
         live = orjson.loads(capsys.readouterr().out)
     assert live == offline
