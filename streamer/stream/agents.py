@@ -48,7 +48,8 @@ def register(
     app: faust.App, topics: Topics, pipeline: Pipeline, settings: Settings,
     incident_feed: IncidentFeed,
 ) -> None:
-    pipeline.defer_writes = True  # written by the agent, after the outputs (module docstring)
+    if not pipeline.defer_writes:  # the order of the module docstring needs it
+        raise ValueError("the agent writes the states itself: build the Pipeline with defer_writes=True")
     health = getattr(app, "output_health", None)
     outbox = Outbox(app.maybe_start_producer, pipeline.metrics,
                     topics.deadletter.get_topic_name(),

@@ -82,6 +82,7 @@ def build(
     pipeline = Pipeline(
         engine, topics.session_to_state, metrics, max_record_bytes=settings.max_record_bytes,
         state_max_bytes=settings.state_max_bytes,
+        defer_writes=True,  # the agent writes a batch's states after its outputs' acks
     )
     positions.install(app, pipeline, settings)  # effectively once: committed offsets, tombstones
     incident_feed, _ = incidents.register(app, topics, settings, metrics)
