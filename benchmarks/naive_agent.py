@@ -9,6 +9,12 @@ subprocess by :mod:`benchmarks.pipeline_throughput`::
     python -m benchmarks.naive_agent --broker 127.0.0.1:PORT --app-id ID \\
         --topic TOPIC --partitions 4 --web-port PORT
 
+With ``--floor`` it is the least any Faust agent pays for these records instead: raw
+values taken in batches (``take_events``, as our worker takes them), each decoded with
+``orjson`` and its events counted, nothing written, nothing sent; with our worker's
+Faust settings (uvloop, :class:`~streamer.stream.transport.QuietMonitor`). What is left between
+it and (b) is what a Faust agent can save; what is left above it is Faust's own.
+
 ``GET /count/`` on the web port answers ``{"count": N, "records": R}``: the events and
 records fully processed (table written) so far, read by the harness the same way it
 reads our worker's ``/metrics``. Consumer-group timeouts are the embedded broker's
@@ -25,11 +31,14 @@ from collections.abc import AsyncIterable, Sequence
 from typing import Any
 
 import faust
+import orjson
 
 from streamer.embedded import EMBEDDED_GROUP_TIMEOUTS
+from streamer.stream.transport import QuietMonitor, use_uvloop
 
 
-def build(broker: str, app_id: str, topic: str, partitions: int, web_port: int) -> faust.App:
+def build(broker: str, app_id: str, topic: str, partitions: int, web_port: int,
+          floor: bool = False) -> faust.App:
     app = faust.App(
         app_id,
         broker=f"kafka://{broker}",
@@ -49,10 +58,31 @@ def build(broker: str, app_id: str, topic: str, partitions: int, web_port: int) 
         web_port=web_port,
         loghandlers=[],
     )
+    if floor:
+        app.monitor = QuietMonitor()
+    processed = {"count": 0, "records": 0}
+
+    @app.page("/count/")
+    async def count(web: Any, request: Any) -> Any:
+        return web.json(processed)
+
+    if floor:
+        raw = app.topic(topic, key_type=bytes, key_serializer="raw", value_serializer="raw",
+                        partitions=partitions)
+
+        @app.agent(raw, name="count_events_floor")
+        async def count_events_floor(stream: Any) -> None:
+            async for batch in stream.take_events(500, within=0.005):
+                for event in batch:
+                    value = orjson.loads(event.value)
+                    processed["count"] += len(value) if isinstance(value, list) else 1
+                processed["records"] += len(batch)
+
+        return app
+
     events = app.topic(topic, key_type=bytes, key_serializer="raw", value_serializer="json",
                        partitions=partitions)
     session_to_count = app.Table("session_to_count", default=int, partitions=partitions)
-    processed = {"count": 0, "records": 0}
 
     @app.agent(events, name="count_session_events")
     async def count_session_events(stream: AsyncIterable[Any]) -> None:
@@ -61,10 +91,6 @@ def build(broker: str, app_id: str, topic: str, partitions: int, web_port: int) 
             session_to_count[batch[0]["session_id"]] += len(batch)  # one write per record
             processed["count"] += len(batch)
             processed["records"] += 1
-
-    @app.page("/count/")
-    async def count(web: Any, request: Any) -> Any:
-        return web.json(processed)
 
     return app
 
@@ -77,8 +103,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--partitions", type=int, default=4)
     p.add_argument("--web-port", type=int, required=True)
     p.add_argument("--loglevel", default="warning")
+    p.add_argument("--floor", action="store_true",
+                   help="batches of raw values, decoded and counted; no table, no sends")
     args = p.parse_args(argv)
-    app = build(args.broker, args.app_id, args.topic, args.partitions, args.web_port)
+    if args.floor:
+        use_uvloop()
+    app = build(args.broker, args.app_id, args.topic, args.partitions, args.web_port,
+                floor=args.floor)
     worker = faust.Worker(app, loglevel=args.loglevel, quiet=True, redirect_stdouts=False)
     # As in our worker: no terminal spinner, which would set the root logger to DEBUG
     # (every debug call in Faust and aiokafka then builds a record: ~7% of CPU).

@@ -12,6 +12,8 @@ measures, on the very same records:
 (a) plain aiokafka consume + orjson decode: what the broker and the decoder deliver;
 (b) the naive Faust agent (:mod:`benchmarks.naive_agent`): Faust's json codec, one
     table write per record (its session's event count);
+(b0) the floor (``naive_agent --floor``): raw values taken in batches, decoded and
+    counted, nothing written or sent: what any Faust agent pays for these records;
 (c) our worker (``python -m streamer worker``, `frictionwatch run`'s group timeouts):
     every detector, the online models and the incident agent on;
 
@@ -68,6 +70,7 @@ class Row:
     case: Case
     raw: float  # events/s
     naive: harness.Timed
+    floor: harness.Timed
     ours: harness.Timed
     naive_commit_s: float
     ours_commit_s: float
@@ -93,9 +96,11 @@ def our_argv(addr: str, app_id: str, port: int) -> list[str]:
             "--partitions", str(harness.PARTITIONS), "--web-port", str(port)]
 
 
-def naive_argv(addr: str, app_id: str, topic: str, port: int) -> list[str]:
+def naive_argv(addr: str, app_id: str, topic: str, port: int, floor: bool = False
+               ) -> list[str]:
     return ["-m", "benchmarks.naive_agent", "--broker", addr, "--app-id", app_id,
-            "--topic", topic, "--partitions", str(harness.PARTITIONS), "--web-port", str(port)]
+            "--topic", topic, "--partitions", str(harness.PARTITIONS), "--web-port", str(port),
+            *(["--floor"] if floor else [])]
 
 
 def counts_of(body: str | None, name: str) -> int:
@@ -119,19 +124,26 @@ def run_case(addr: str, case: Case, ledger: Ledger, logdir: Path, args: argparse
 
     timeouts = {"join_timeout": args.join_timeout, "stall_timeout": args.stall_timeout}
     naive, naive_commit = harness.Timed(0, 0, float("nan"), 0, 0.0), float("nan")
+    floor = naive
     if not args.no_naive:
-        port = free_port()
-        naive_app = f"{APP_PREFIX}-naive-{case.key}"
-        w = harness.start_worker(f"naive-{case.key}",
-                                 naive_argv(addr, naive_app, naive_topic, port),
-                                 f"http://127.0.0.1:{port}/count/", logdir,
-                                 harness.read_naive_count)
-        with harness.workers(w):
-            naive = harness.time_workers([w], f"(b) {case.label}", case.events,
-                                         len(case.records), **timeouts)
-            naive_commit = asyncio.run(harness.wait_committed(addr, naive_app, naive_topic,
-                                                              naive_ends, args.stall_timeout))
-        say(f"(b) {case.label}: {naive.rate:,.0f} events/s, all committed +{naive_commit:.1f}s")
+        for name, is_floor in (("b", False), ("b0", True)):
+            port = free_port()
+            app_id = f"{APP_PREFIX}-{'floor' if is_floor else 'naive'}-{case.key}"
+            w = harness.start_worker(f"{'floor' if is_floor else 'naive'}-{case.key}",
+                                     naive_argv(addr, app_id, naive_topic, port, is_floor),
+                                     f"http://127.0.0.1:{port}/count/", logdir,
+                                     harness.read_naive_count)
+            with harness.workers(w):
+                timed = harness.time_workers([w], f"({name}) {case.label}", case.events,
+                                             len(case.records), **timeouts)
+                committed = asyncio.run(harness.wait_committed(
+                    addr, app_id, naive_topic, naive_ends, args.stall_timeout))
+            say(f"({name}) {case.label}: {timed.rate:,.0f} events/s, all committed "
+                f"+{committed:.1f}s")
+            if is_floor:
+                floor = timed
+            else:
+                naive, naive_commit = timed, committed
 
     port = free_port()
     w = harness.start_worker(f"ours-{case.key}", our_argv(addr, ours_app, port),
@@ -145,24 +157,26 @@ def run_case(addr: str, case: Case, ledger: Ledger, logdir: Path, args: argparse
         body = w.body()
     say(f"(c) {case.label}: {ours.rate:,.0f} events/s, all committed +{ours_commit:.1f}s")
     inproc = inprocess.run(case.records, repeats=1)
-    return Row(case, raw, naive, ours, naive_commit, ours_commit, inproc.us_per_event,
+    return Row(case, raw, naive, floor, ours, naive_commit, ours_commit, inproc.us_per_event,
                counts_of(body, "frictionwatch_signals_total"),
                counts_of(body, "frictionwatch_interventions_total"))
 
 
 def throughput_table(rows: Sequence[Row]) -> str:
     out = [
-        "| records | (c)/(b) | (a)/(b) | (b) naive ev/s | (c) ours ev/s "
-        "| (a) aiokafka+orjson ev/s | CPU µs/event (b) / (c) | (c) in-process µs/event "
+        "| records | (c)/(b) | (b0)/(b) | (a)/(b) | (b) naive ev/s | (c) ours ev/s "
+        "| (b0) Faust floor ev/s | (a) aiokafka+orjson ev/s "
+        "| CPU µs/event (b) / (b0) / (c) | (c) in-process µs/event "
         "| events | ev/record | (c) signals / interventions | commit +s (b) / (c) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
-        b, c = r.naive, r.ours
+        b, f, c = r.naive, r.floor, r.ours
         out.append(
-            f"| {r.case.label} | **{c.rate / b.rate:.2f}x** | {r.raw / b.rate:.0f}x "
-            f"| {b.rate:,.0f} | {c.rate:,.0f} | {r.raw:,.0f} "
-            f"| {b.cpu_us_per_event:.0f} / {c.cpu_us_per_event:.0f} | {r.inproc_us:.1f} "
+            f"| {r.case.label} | **{c.rate / b.rate:.2f}x** | {f.rate / b.rate:.2f}x "
+            f"| {r.raw / b.rate:.0f}x | {b.rate:,.0f} | {c.rate:,.0f} | {f.rate:,.0f} "
+            f"| {r.raw:,.0f} | {b.cpu_us_per_event:.0f} / {f.cpu_us_per_event:.0f} "
+            f"/ {c.cpu_us_per_event:.0f} | {r.inproc_us:.1f} "
             f"| {r.case.events:,} | {r.case.events / len(r.case.records):.1f} "
             f"| {r.signals / r.case.events:.1%} / {r.interventions / r.case.events:.1%} "
             f"| {r.naive_commit_s:.1f} / {r.ours_commit_s:.1f} |"
