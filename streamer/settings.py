@@ -65,6 +65,10 @@ class Settings:
     loglevel: str = setting("warning", doc="worker log level")
     fetch_max_wait_ms: int = setting(100, low=1, high=10_000,
                                      doc="longest a consumer fetch waits (Faust hard-codes 1500)")
+    batch_within_ms: float = setting(
+        10.0, low=0.1, high=1000,
+        doc="longest the sessions agent waits for a batch to fill: under load a larger one "
+            "makes fewer, bigger batches (benchmarks/README.md), idle it is added latency")
     idle_timeout_ms: int = setting(1_800_000, low=1000, high=7 * 86_400_000,
                                    doc="a session silent this long is abandoned")
     sweep_interval_s: float = setting(10.0, low=0.1, high=3600, doc="how often idle sessions are looked for")

@@ -32,7 +32,7 @@ import faust
 import orjson
 
 from streamer.settings import Settings
-from streamer.stream.batching import BATCH_MAX, BATCH_WITHIN, owner, write_in_context
+from streamer.stream.batching import BATCH_MAX, owner, write_in_context
 from streamer.stream.incidents import IncidentFeed
 from streamer.stream.outbox import Outbox, OutputHealth
 from streamer.stream.pipeline import Pipeline, Produced, Record
@@ -76,7 +76,7 @@ def register(
     @app.agent(topics.events, name="detect_friction")
     async def detect_friction(stream: AsyncIterable[faust.EventT[Any]]) -> None:
         async for events in stream.take_events(  # type: ignore[attr-defined]
-                BATCH_MAX, within=BATCH_WITHIN):
+                BATCH_MAX, within=settings.batch_within_ms / 1000):
             async with busy:
                 produced = pipeline.process_batch(_records(events))
                 collect(produced)

@@ -28,7 +28,8 @@ from aiokafka.partitioner import DefaultPartitioner
 from faust.streams import _current_event
 
 #: Records taken per batch, and how long to wait for a batch to fill (seconds). Under
-#: load batches fill at once; when idle a record waits at most BATCH_WITHIN.
+#: load batches fill at once; when idle a record waits at most BATCH_WITHIN. (The
+#: sessions agent's window is the setting ``batch_within_ms``.)
 BATCH_MAX = 500
 BATCH_WITHIN = 0.005
 
