@@ -312,8 +312,9 @@ class Models:
             "(until then the rules decide alone; [policy] uplift_share says where it may)")
     uplift_confidence: float = setting(
         1.0, low=0, high=5,
-        doc="once warm, the uplift model takes an action only where its uplift's lower bound "
-            "(mean - this many standard deviations) beats the action's cost; 0: Thompson sampling")
+        doc="standard deviations the uplift model must be sure by to override the rules: an "
+            "action whose lower bound beats its cost, nothing where the upper bound of the "
+            "rules' action is below its cost; 0: Thompson sampling")
     #: Page path prefix -> funnel stage (1 product, 2 cart, 3 checkout): features of risk
     #: and uplift.
     funnel: Mapping[str, float] = setting(

@@ -30,15 +30,18 @@ reached, looked like a nudge's effect (+0.15 estimated for a nudge after a techn
 payment failure that changes nothing). Within a stratum, treated and held-out sessions
 went through the same decisions, so their difference is the action's.
 
-Deciding (:meth:`UpliftModel.choose`), once warm: with ``confidence`` k > 0 (the
-default of ``[model] uplift_confidence`` is 1) it takes the action with the largest
-estimated uplift less its cost among those whose lower bound (mean - k sd) beats the
-cost, or nothing: the rules arm keeps showing every action where the rules would, so
-the model need not explore to keep learning, and it acts only where it knows. With
-k = 0 it is Thompson sampling: draw each learner's probability from its belief, and
-take the action whose drawn uplift, less its cost, is largest, or nothing when none is
-positive; the draws are the same at each decision point of one session, so a session
-asked five times is not five times as likely to get an action the model doubts.
+Deciding (:meth:`UpliftModel.choose`), once warm, where the rules proposed an action:
+with ``confidence`` k > 0 (``[model] uplift_confidence``, 1 by default) it overrides
+the rules only where it is sure. It takes the action with the largest estimated uplift
+less its cost among those whose lower bound (mean - k sd) beats their cost; failing
+that, nothing where it is sure the rules' proposal does not pay (its upper bound, mean
++ k sd, is below its cost); where it is unsure either way, the rules' proposal stands.
+The rules arm keeps showing every action where the rules would, so the model need not
+explore to keep learning. With k = 0 it is Thompson sampling: draw each learner's
+probability from its belief, and take the action whose drawn uplift, less its cost, is
+largest, or nothing when none is positive; the draws are the same at each decision
+point of one session, so a session asked five times is not five times as likely to
+get an action the model doubts.
 
 >>> model = UpliftModel(warmup=50, seed=1, confidence=1.0)
 >>> import random
@@ -59,8 +62,8 @@ True
 
 The contexts' own weights share what they have in common, and the treatment's are
 crossed with each indicator: an action never tried in a context is uncertain there, so
-Thompson sampling (k = 0) tries it now and then (exploration), and the lower bound
-leaves it alone until the outcomes of the rules arm, which tries it, show it helps.
+Thompson sampling (k = 0) tries it now and then (exploration); with k > 0 the rules'
+proposal stands there until the outcomes (the rules arm's too) settle it.
 """
 
 from __future__ import annotations
@@ -135,10 +138,8 @@ class UpliftModel:
     before :attr:`warm` (until then the rules decide alone). ``noise``: the probit's
     label noise (``beta`` of ``AdPredictor``); every weight starts as N(0, 1), so a
     larger noise is also a tighter prior on what one indicator can change.
-    ``prior``: P(convert) before anything is learned. ``confidence`` (k): how it
-    decides once warm: an action only where its uplift's lower bound (mean - k sd)
-    beats its cost, the best by mean less cost, otherwise nothing; 0 is Thompson
-    sampling (:meth:`choose`).
+    ``prior``: P(convert) before anything is learned. ``confidence`` (k): how sure it
+    must be to override the rules (see the module docstring); 0 is Thompson sampling.
     """
 
     #: For checkpoints pickled before the seed was kept.
@@ -231,16 +232,18 @@ class UpliftModel:
 
     def choose(
         self, keys: Sequence[str], allowed: Sequence[str], *, handoff_cost: float = 0.0,
-        session: str | None = None,
+        session: str | None = None, default: str | None = None,
     ) -> tuple[str | None, float | None]:
-        """Thompson sampling over nothing and the ``allowed`` actions: the action to take
-        (None for nothing) and its estimated uplift (:meth:`estimate`'s mean).
+        """Nothing or one of the ``allowed`` actions: the action to take (None for
+        nothing) and its estimated uplift (:meth:`estimate`'s mean). ``default``: what
+        the rules proposed. With a ``confidence``, the bounds decide (see the module
+        docstring); without, Thompson sampling.
 
         ``session``: the session's id. Its draws are then the same at each of its
         decision points (one belief per session, not one per event): a session asked
         five times is not five times as likely to get an action the model doubts."""
         if self.confidence > 0:
-            return self._cautious(keys, allowed, handoff_cost)
+            return self._cautious(keys, allowed, handoff_cost, default)
         if session is None:
             draw = self._rng.gauss
         else:
@@ -259,15 +262,19 @@ class UpliftModel:
                 best, value = action, gain
         return best, (None if best is None else self.estimate(keys, best)[0])
 
-    def _cautious(self, keys: Sequence[str], allowed: Sequence[str],
-                  handoff_cost: float) -> tuple[str | None, float | None]:
-        best, value, estimate = None, 0.0, None
+    def _cautious(self, keys: Sequence[str], allowed: Sequence[str], handoff_cost: float,
+                  default: str | None) -> tuple[str | None, float | None]:
+        best, value, estimates = None, 0.0, {}
         for action in allowed:
-            mean, sd = self.estimate(keys, action)
+            mean, sd = estimates[action] = self.estimate(keys, action)
             cost = handoff_cost if action == "handoff" else 0.0
             if mean - self.confidence * sd > cost and mean - cost > value:
-                best, value, estimate = action, mean - cost, mean
-        return best, estimate
+                best, value = action, mean - cost
+        if best is None and default in estimates:
+            mean, sd = estimates[default]
+            if mean + self.confidence * sd > (handoff_cost if default == "handoff" else 0.0):
+                best = default  # unsure either way: the rules' choice stands
+        return best, (None if best is None else estimates[best][0])
 
     def summary(self) -> dict[str, Any]:
         return {"uplift_learned": dict(self.learned), "uplift_warm": self.warm}

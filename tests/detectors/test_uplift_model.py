@@ -164,7 +164,10 @@ def test_one_session_draws_the_same_at_each_of_its_decision_points() -> None:
     assert len(answers) > 1
 
 
-def test_with_a_confidence_it_acts_only_where_the_lower_bound_beats_the_cost() -> None:
+def test_with_a_confidence_it_overrides_the_rules_only_where_it_is_sure() -> None:
+    """It takes an action whose lower bound beats its cost; it leaves a session alone
+    where the upper bound of what the rules proposed is below its cost; in between,
+    the rules' proposal stands."""
     rng = random.Random(6)
     model = UpliftModel(warmup=10, seed=6, confidence=1.0)
     for _ in range(1500):
@@ -174,12 +177,18 @@ def test_with_a_confidence_it_acts_only_where_the_lower_bound_beats_the_cost() -
     for i in range(30):  # a handful of outcomes in a third context: +0.05, unsure
         for action, p in (("none", 0.30), ("nudge", 0.35)):
             model.learn(["kind:search_struggle"], action, int((i + 1) * p) > int(i * p))
-    mean, sd = model.estimate(["kind:search_struggle"], "nudge")
-    assert mean - sd <= 0  # not sure it helps: left alone, every time
-    assert model.choose(["kind:search_struggle"], ("nudge",)) == (None, None)
-    assert {model.choose(PAYMENT, ("nudge", "handoff"), handoff_cost=0.02)[0]
-            for _ in range(20)} == {"handoff"}
-    assert model.choose(BROWSING, ("nudge", "handoff"), handoff_cost=0.02) == (None, None)
+    unsure = ["kind:search_struggle"]
+    mean, sd = model.estimate(unsure, "nudge")
+    assert mean - sd <= 0 < mean + sd  # not sure it helps, nor that it does not
+    assert model.choose(unsure, ("nudge",)) == (None, None)  # no proposal: nothing
+    # the rules proposed a nudge: unsure either way, their choice stands
+    assert model.choose(unsure, ("nudge", "handoff"), handoff_cost=0.02, default="nudge") == (
+        "nudge", mean)
+    assert {model.choose(PAYMENT, ("nudge", "handoff"), handoff_cost=0.02, default="nudge")[0]
+            for _ in range(20)} == {"handoff"}  # sure a person helps more: overrides the rules
+    # sure the nudge annoys (its upper bound is below 0) and the handoff does not pay
+    assert model.choose(BROWSING, ("nudge", "handoff"), handoff_cost=0.02, default="nudge") == (
+        None, None)
     assert model.choose(PAYMENT, ("nudge", "handoff"), handoff_cost=0.5)[0] == "nudge"
     with pytest.raises(ValueError, match="uplift_confidence"):
         UpliftModel(confidence=-1)
