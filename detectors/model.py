@@ -285,7 +285,7 @@ class Models:
     >>> Models.from_config({"learnig_rate": 0.1})  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    detectors.errors.ConfigError: unknown key model.learnig_rate (known: ..., seed, uplift_warmup)
+    detectors.errors.ConfigError: unknown key model.learnig_rate (known: ..., uplift_warmup)
     """
 
     section: ClassVar[str] = "model"
@@ -310,6 +310,11 @@ class Models:
         300, low=0, high=10_000_000,
         doc="control and treated outcomes the uplift model learns before it decides anything "
             "(until then the rules decide alone; [policy] uplift_share says where it may)")
+    uplift_confidence: float = setting(
+        1.0, low=0, high=5,
+        doc="standard deviations the uplift model must be sure by to override the rules: an "
+            "action whose lower bound beats its cost, nothing where the upper bound of the "
+            "rules' action is below its cost; 0: Thompson sampling")
     #: Page path prefix -> funnel stage (1 product, 2 cart, 3 checkout): features of risk
     #: and uplift.
     funnel: Mapping[str, float] = setting(
@@ -329,11 +334,13 @@ class Models:
         self.risk = RiskModel(self.learning_rate, self.auc_window)
         self.anomaly = AnomalyModel(self.anomaly_quantile, self.anomaly_warmup, self.seed)
         self.chooser = NudgeChooser(self.seed)
-        self.uplift = UpliftModel(self.uplift_warmup, self.seed)
+        self.uplift = UpliftModel(self.uplift_warmup, self.seed,
+                                  confidence=self.uplift_confidence)
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         # Checkpoints pickled before the uplift model existed get a fresh one.
         state.setdefault("uplift_warmup", 300)
+        state.setdefault("uplift_confidence", 0.0)
         state.setdefault("funnel", dict(DEFAULT_FUNNEL))
         state.setdefault("stages", funnel_stages(state["funnel"]))
         if "uplift" not in state:

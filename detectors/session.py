@@ -642,11 +642,11 @@ class _Asked:
         self.estimate: float | None = None
 
     def target(
-        self, choose: Callable[[tuple[Action, ...]], tuple[str | None, float | None]]
+        self, choose: Callable[[tuple[Action, ...], Action], tuple[str | None, float | None]]
     ) -> Callable[[tuple[Action, ...], Action], Action | None]:
         def target(allowed: tuple[Action, ...], kind: Action) -> Action | None:
             self.kind = kind
-            chosen, self.estimate = choose(allowed)
+            chosen, self.estimate = choose(allowed, kind)
             return "nudge" if chosen == "nudge" else "handoff" if chosen == "handoff" else None
 
         return target
@@ -838,7 +838,8 @@ class Engine:
         target = None
         if keys is not None and models is not None and models.uplift.warm:
             uplift, cost = models.uplift, policy.handoff_cost
-            target = asked.target(lambda allowed: uplift.choose(keys, allowed, handoff_cost=cost))
+            target = asked.target(lambda allowed, kind: uplift.choose(
+                keys, allowed, handoff_cost=cost, session=state.session_id, default=kind))
         decision = policy.decide(state.policy, state.session_id, state.seq, signals, risk,
                                  target=target)
         rules_kind = asked.kind or (decision.kind if decision is not None else None)
@@ -946,7 +947,8 @@ class Engine:
                 # What reached the session: the control learns from the holdout (and
                 # from sessions the model chose to leave alone).
                 action = decided["action"] if decided["shown"] else "none"
-                models.uplift.learn(decided["keys"], action, not abandoned)
+                models.uplift.learn(decided["keys"], action, not abandoned,
+                                    decided=decided["action"])
                 estimate = decided["estimate"]
         return m["result"], group, estimate
 

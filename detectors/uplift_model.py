@@ -11,7 +11,8 @@ crossed with that action: the context's weights learn who converts anyway, from 
 outcome; the crossed weights learn what the action changes.
 
 What it learns from, once per session at its outcome (prequential: the estimate used
-at the decision was made before), with the features of the decision that counted:
+at the decision was made before), with the features of the decision that counted (the
+first, replaced by a stronger intervention decided later):
 
 - as the control (no action): sessions decided for but not shown (the policy's
   holdout: random, so it shows what happens to sessions like these without an
@@ -19,13 +20,30 @@ at the decision was made before), with the features of the decision that counted
 - as a nudge or a handoff: sessions shown that intervention (the strongest one shown),
   in either arm: the rules arm's interventions teach it too.
 
-Deciding (:meth:`UpliftModel.choose`) is Thompson sampling: draw each learner's
-probability from its belief, and take the action whose drawn uplift, less its cost,
-is largest, or nothing when none is positive. Where the model is sure, that is the
-best action; where it is not, it tries each as often as it might be best, which is
-how it keeps learning about actions it would otherwise stop taking.
+A session decided for an intervention, shown or held out, is learned in that
+intervention's *stratum*: its own baseline weights (``as:nudge``, and crossed with each
+context indicator). The decision that counts is the strongest, so which one that is
+depends on what happened later (a nudge is the strongest only for sessions the rules
+never escalated), and the arms escalate differently: compared with one shared
+baseline, the rules arm's nudged sessions, which the third failed payment never
+reached, looked like a nudge's effect (+0.15 estimated for a nudge after a technical
+payment failure that changes nothing). Within a stratum, treated and held-out sessions
+went through the same decisions, so their difference is the action's.
 
->>> model = UpliftModel(warmup=50, seed=1)
+Deciding (:meth:`UpliftModel.choose`), once warm, where the rules proposed an action:
+with ``confidence`` k > 0 (``[model] uplift_confidence``, 1 by default) it overrides
+the rules only where it is sure. It takes the action with the largest estimated uplift
+less its cost among those whose lower bound (mean - k sd) beats their cost; failing
+that, nothing where it is sure the rules' proposal does not pay (its upper bound, mean
++ k sd, is below its cost); where it is unsure either way, the rules' proposal stands.
+The rules arm keeps showing every action where the rules would, so the model need not
+explore to keep learning. With k = 0 it is Thompson sampling: draw each learner's
+probability from its belief, and take the action whose drawn uplift, less its cost, is
+largest, or nothing when none is positive; the draws are the same at each decision
+point of one session, so a session asked five times is not five times as likely to
+get an action the model doubts.
+
+>>> model = UpliftModel(warmup=50, seed=1, confidence=1.0)
 >>> import random
 >>> rng = random.Random(3)
 >>> helps = ["kind:checkout_failure", "payment:decline"]   # a nudge: 0.35 -> 0.60
@@ -43,8 +61,9 @@ True
 [100, 0]
 
 The contexts' own weights share what they have in common, and the treatment's are
-crossed with each indicator: an action never tried in a context is uncertain there,
-so Thompson sampling tries it now and then (exploration), until it knows.
+crossed with each indicator: an action never tried in a context is uncertain there, so
+Thompson sampling (k = 0) tries it now and then (exploration); with k > 0 the rules'
+proposal stands there until the outcomes (the rules arm's too) settle it.
 """
 
 from __future__ import annotations
@@ -119,18 +138,28 @@ class UpliftModel:
     before :attr:`warm` (until then the rules decide alone). ``noise``: the probit's
     label noise (``beta`` of ``AdPredictor``); every weight starts as N(0, 1), so a
     larger noise is also a tighter prior on what one indicator can change.
-    ``prior``: P(convert) before anything is learned.
+    ``prior``: P(convert) before anything is learned. ``confidence`` (k): how sure it
+    must be to override the rules (see the module docstring); 0 is Thompson sampling.
     """
 
+    #: For checkpoints pickled before the seed was kept.
+    seed: int = 42
+    #: Checkpoints pickled before it was kept decided by Thompson sampling alone.
+    confidence: float = 0.0
+
     def __init__(self, warmup: int = 300, seed: int = 42, *, noise: float = 4.0,
-                 prior: float = 0.3) -> None:
+                 prior: float = 0.3, confidence: float = 0.0) -> None:
         if warmup < 0:
             raise ValueError(f"model.uplift_warmup = {warmup} must be >= 0")
+        if confidence < 0:
+            raise ValueError(f"model.uplift_confidence = {confidence} must be >= 0")
         if not 0.0 < prior < 1.0 or noise <= 0:
             raise ValueError(f"prior = {prior} must be in (0, 1), noise = {noise} > 0")
         self.warmup = warmup
         self.noise = noise
         self._learner = linear_model.AdPredictor(beta=noise, prior_probability=prior, epsilon=0.0)
+        self.seed = seed
+        self.confidence = confidence
         self._rng = random.Random(seed)
         self.learned: dict[str, int] = dict.fromkeys(ACTIONS, 0)
 
@@ -148,9 +177,24 @@ class UpliftModel:
             return []
         return [action, *(f"{action}|{k}" for k in keys)]
 
-    def learn(self, keys: Sequence[str], action: str, converted: bool) -> None:
-        """One outcome: the session converted (or not) after ``action`` reached it."""
-        x = dict.fromkeys((*keys, *self._treatment(keys, action)), 1)
+    @staticmethod
+    def _stratum(keys: Iterable[str], decided: str | None) -> list[str]:
+        """The indicators of the sessions decided for ``decided`` in this context (shown or
+        held out): their own baseline, so an action is compared with the holdout of the
+        sessions decided for it, never with other sessions that merely share the context."""
+        if decided is None or decided == "none":
+            return []
+        return [f"as:{decided}", *(f"as:{decided}|{k}" for k in keys)]
+
+    def learn(self, keys: Sequence[str], action: str, converted: bool, *,
+              decided: str | None = None) -> None:
+        """One outcome: the session converted (or not) after ``action`` reached it.
+
+        ``decided``: what the policy decided for it, shown or held out (a held-out
+        session's ``action`` is "none"); None when nothing was decided or it is not
+        known. A session decided for an intervention is learned in that intervention's
+        stratum (see :meth:`_stratum`); once a stratum has outcomes, estimates use it."""
+        x = dict.fromkeys((*keys, *self._stratum(keys, decided), *self._treatment(keys, action)), 1)
         self._learner.learn_one(x, converted)
         self.learned[action] += 1
 
@@ -161,10 +205,13 @@ class UpliftModel:
                 sum(variances.get(k, 1.0) for k in keys))
 
     def _parts(self, keys: Sequence[str], action: str) -> tuple[tuple[float, float], tuple[float, float]]:
-        """(mean, variance) of the baseline score (with the bias) and of the uplift's."""
-        if _BIAS not in self._learner.means:
+        """(mean, variance) of the baseline score (with the bias, and the stratum of the
+        sessions decided for ``action`` once it has outcomes) and of the uplift's."""
+        means = self._learner.means
+        if _BIAS not in means:
             self._learner.predict_proba_one(dict.fromkeys(keys, 1))  # sets up the bias
-        base = self._belief((*keys, _BIAS))
+        stratum = self._stratum(keys, action) if f"as:{action}" in means else []
+        base = self._belief((*keys, _BIAS, *stratum))
         return base, self._belief(self._treatment(keys, action))
 
     def probability(self, keys: Sequence[str], action: str) -> float:
@@ -184,22 +231,50 @@ class UpliftModel:
         return p1 - p0, density * math.sqrt(vt) / treated
 
     def choose(
-        self, keys: Sequence[str], allowed: Sequence[str], *, handoff_cost: float = 0.0
+        self, keys: Sequence[str], allowed: Sequence[str], *, handoff_cost: float = 0.0,
+        session: str | None = None, default: str | None = None,
     ) -> tuple[str | None, float | None]:
-        """Thompson sampling over nothing and the ``allowed`` actions: the action to take
-        (None for nothing) and its estimated uplift (:meth:`estimate`'s mean)."""
-        gauss, noise = self._rng.gauss, self.noise
-        (mb, vb), _ = self._parts(keys, "none")
-        base = gauss(mb, math.sqrt(vb))
-        control = _phi(base / noise)
+        """Nothing or one of the ``allowed`` actions: the action to take (None for
+        nothing) and its estimated uplift (:meth:`estimate`'s mean). ``default``: what
+        the rules proposed. With a ``confidence``, the bounds decide (see the module
+        docstring); without, Thompson sampling.
+
+        ``session``: the session's id. Its draws are then the same at each of its
+        decision points (one belief per session, not one per event): a session asked
+        five times is not five times as likely to get an action the model doubts."""
+        if self.confidence > 0:
+            return self._cautious(keys, allowed, handoff_cost, default)
+        if session is None:
+            draw = self._rng.gauss
+        else:
+            draw = random.Random(f"{self.seed}\x1f{session}").gauss
+        noise = self.noise
+        # The baseline's draw is shared by every action; each action has its own, drawn
+        # in a fixed order so what is allowed now does not change a session's draws.
+        shared, drawn = draw(0.0, 1.0), {a: draw(0.0, 1.0) for a in ACTIONS[1:]}
         best, value = None, 0.0
         for action in allowed:
-            mt, vt = self._belief(self._treatment(keys, action))
-            gain = _phi((base + gauss(mt, math.sqrt(vt))) / noise) - control
+            (mb, vb), (mt, vt) = self._parts(keys, action)
+            base = mb + math.sqrt(vb) * shared
+            gain = _phi((base + mt + math.sqrt(vt) * drawn[action]) / noise) - _phi(base / noise)
             gain -= handoff_cost if action == "handoff" else 0.0
             if gain > value:
                 best, value = action, gain
         return best, (None if best is None else self.estimate(keys, best)[0])
+
+    def _cautious(self, keys: Sequence[str], allowed: Sequence[str], handoff_cost: float,
+                  default: str | None) -> tuple[str | None, float | None]:
+        best, value, estimates = None, 0.0, {}
+        for action in allowed:
+            mean, sd = estimates[action] = self.estimate(keys, action)
+            cost = handoff_cost if action == "handoff" else 0.0
+            if mean - self.confidence * sd > cost and mean - cost > value:
+                best, value = action, mean - cost
+        if best is None and default in estimates:
+            mean, sd = estimates[default]
+            if mean + self.confidence * sd > (handoff_cost if default == "handoff" else 0.0):
+                best = default  # unsure either way: the rules' choice stands
+        return best, (None if best is None else estimates[best][0])
 
     def summary(self) -> dict[str, Any]:
         return {"uplift_learned": dict(self.learned), "uplift_warm": self.warm}

@@ -125,3 +125,70 @@ def test_pickled_it_decides_and_learns_the_same() -> None:
     assert copy.estimate(BROWSING, "handoff") == model.estimate(BROWSING, "handoff")
     assert copy.learned == model.learned
     assert all(math.isfinite(v) for v in copy.estimate(["never:seen"], "nudge"))
+
+
+def test_an_action_is_compared_with_the_holdout_of_the_sessions_decided_for_it() -> None:
+    """Which decision counts (the strongest) depends on what came later: here the
+    sessions decided for a nudge are the ones that were never escalated, and convert
+    more with or without it (0.6); those decided for a handoff convert less (0.2). The
+    nudge changes nothing, the handoff adds 0.2. Against one baseline pooled over both
+    holdouts (0.4) the nudge looked like +0.2 and the handoff like 0."""
+    rng = random.Random(4)
+    model = UpliftModel(warmup=10, seed=4)
+    for _ in range(1500):
+        for decided, p0, p1 in (("nudge", 0.6, 0.6), ("handoff", 0.2, 0.4)):
+            held = rng.random() < 0.3
+            model.learn(PAYMENT, "none" if held else decided,
+                        rng.random() < (p0 if held else p1), decided=decided)
+    assert model.estimate(PAYMENT, "nudge")[0] == pytest.approx(0.0, abs=0.05)
+    assert model.estimate(PAYMENT, "handoff")[0] == pytest.approx(0.2, abs=0.06)
+
+
+def test_one_session_draws_the_same_at_each_of_its_decision_points() -> None:
+    """Thompson sampling draws once per session: asked again with nothing learned in
+    between, a session gets the same answer; different sessions get different ones."""
+    rng = random.Random(5)
+    model = UpliftModel(warmup=10, seed=5)
+    for _ in range(40):  # few outcomes: the handoff's uplift is uncertain
+        action = rng.choice(ACTIONS)
+        model.learn(PAYMENT, action, rng.random() < TRUTH[tuple(PAYMENT)][action])
+    both = ("nudge", "handoff")
+    for session in ("a", "b", "c", "d"):
+        first = model.choose(PAYMENT, both, handoff_cost=0.02, session=session)
+        assert all(model.choose(PAYMENT, both, handoff_cost=0.02, session=session) == first
+                   for _ in range(20))
+        # the allowed actions do not change the draws: the handoff alone is drawn alike
+        alone = model.choose(PAYMENT, ("handoff",), handoff_cost=0.02, session=session)
+        assert alone == model.choose(PAYMENT, ("handoff",), handoff_cost=0.02, session=session)
+    answers = {model.choose(PAYMENT, both, handoff_cost=0.02, session=f"s{i}")[0] for i in range(200)}
+    assert len(answers) > 1
+
+
+def test_with_a_confidence_it_overrides_the_rules_only_where_it_is_sure() -> None:
+    """It takes an action whose lower bound beats its cost; it leaves a session alone
+    where the upper bound of what the rules proposed is below its cost; in between,
+    the rules' proposal stands."""
+    rng = random.Random(6)
+    model = UpliftModel(warmup=10, seed=6, confidence=1.0)
+    for _ in range(1500):
+        for keys, p in TRUTH.items():
+            action = rng.choice(ACTIONS)
+            model.learn(list(keys), action, rng.random() < p[action])
+    for i in range(30):  # a handful of outcomes in a third context: +0.05, unsure
+        for action, p in (("none", 0.30), ("nudge", 0.35)):
+            model.learn(["kind:search_struggle"], action, int((i + 1) * p) > int(i * p))
+    unsure = ["kind:search_struggle"]
+    mean, sd = model.estimate(unsure, "nudge")
+    assert mean - sd <= 0 < mean + sd  # not sure it helps, nor that it does not
+    assert model.choose(unsure, ("nudge",)) == (None, None)  # no proposal: nothing
+    # the rules proposed a nudge: unsure either way, their choice stands
+    assert model.choose(unsure, ("nudge", "handoff"), handoff_cost=0.02, default="nudge") == (
+        "nudge", mean)
+    assert {model.choose(PAYMENT, ("nudge", "handoff"), handoff_cost=0.02, default="nudge")[0]
+            for _ in range(20)} == {"handoff"}  # sure a person helps more: overrides the rules
+    # sure the nudge annoys (its upper bound is below 0) and the handoff does not pay
+    assert model.choose(BROWSING, ("nudge", "handoff"), handoff_cost=0.02, default="nudge") == (
+        None, None)
+    assert model.choose(PAYMENT, ("nudge", "handoff"), handoff_cost=0.5)[0] == "nudge"
+    with pytest.raises(ValueError, match="uplift_confidence"):
+        UpliftModel(confidence=-1)
