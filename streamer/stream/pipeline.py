@@ -261,6 +261,7 @@ class Pipeline:
         #: back only when written, so a state changed but not written is never reused.
         self._decoded: dict[bytes, tuple[bytes, SessionState]] = {}
         self.decoded_states = decoded_states
+        self._count_scrub = metrics.count_scrub  # bound once, not per record
         #: Events counted by type in the current batch, added to the metric at its end:
         #: a labelled counter's inc takes a lock, once per batch and type is enough.
         self._by_type: dict[str, int] = {}
@@ -375,8 +376,8 @@ class Pipeline:
                 return False
         raw = record.value or b""
         try:
-            events, errors = decode_record(raw, record.key, max_bytes=self.max_record_bytes,
-                                           on_scrub=self.metrics.count_scrub)
+            events, errors = decode_record(raw, key, max_bytes=self.max_record_bytes,
+                                           on_scrub=self._count_scrub)
         except InvalidEvent as exc:
             self._refuse(out, exc, record, raw)
             return True
@@ -386,11 +387,11 @@ class Pipeline:
             for error in errors:
                 index = error.index or 0
                 self._refuse(out, error, record, raw if pieces is None else pieces[index])
-        record_ms = _record_ms(record.timestamp_s)
+        record_ms = None if record.timestamp_s is None else _record_ms(record.timestamp_s)
         # The record's own session was looked at above (no state there: a new one holds
         # nothing), so its events need no second look.
         checked: set[bytes] = {key} if key is not None and looked else set()
-        skipped: set[bytes] = set()
+        skipped: set[bytes] | None = None
         for event in events:
             # A keyless record may mix sessions: each event goes to its own state.
             session_key = event["session_id"].encode()
@@ -400,6 +401,8 @@ class Pipeline:
                     self._load(session_key) or SessionState(event["session_id"]))
             if session_key not in checked:
                 if state.holds(record.partition, record.offset):
+                    if skipped is None:
+                        skipped = set()
                     if session_key not in skipped:  # this session has the record already
                         skipped.add(session_key)
                         self.metrics.redelivered.inc()
