@@ -364,8 +364,8 @@ class Pipeline:
     ) -> bool:
         """Apply one record; False when it was a re-delivery, skipped whole."""
         key = record.key
-        looked = key is not None and record.partition >= 0 and record.offset >= 0
-        if key is not None and looked:
+        positioned = record.partition >= 0 and record.offset >= 0
+        if key is not None and positioned:
             # A keyed record holds one session's events (the key is its id): one look at
             # that state tells a re-delivery, before any decoding or dead letter.
             state = loaded.get(key)
@@ -390,7 +390,7 @@ class Pipeline:
         record_ms = None if record.timestamp_s is None else _record_ms(record.timestamp_s)
         # The record's own session was looked at above (no state there: a new one holds
         # nothing), so its events need no second look.
-        checked: set[bytes] = {key} if key is not None and looked else set()
+        checked: set[bytes] = {key} if key is not None and positioned else set()
         skipped: set[bytes] | None = None
         for event in events:
             # A keyless record may mix sessions: each event goes to its own state.
