@@ -1,4 +1,4 @@
-"""Instructions per event in process, counted by valgrind: the same number on every run.
+"""Instructions per event in process, counted by valgrind: within ±0.2% on every run.
 
 CPU time on a shared machine moves by ±10-25% between passes (other processes, their
 use of the caches), so a 3% change cannot be told from noise by timing alone. This
@@ -10,7 +10,9 @@ times: the records made into ``Record`` objects and their events counted, 1-2% a
 same in every tree). Cachegrind also simulates the caches (first
 level 32 KB, last level 4 MB here): its miss counts say whether a change touches less
 memory, which is what single-event records are short of (README, "Our CPU per
-event"). Deterministic for a given tree and ``PYTHONHASHSEED``; a few minutes per
+event"). Nearly deterministic for a given tree and ``PYTHONHASHSEED`` (three runs of
+one tree: 182,256 to 182,729 instructions per storm event; addresses, and so a few
+hash-table probes, differ between runs); a few minutes per
 traffic at 10,000 events (the records are built under valgrind too, twice).
 
 ``python -m benchmarks.instructions [--events N] [--only storm,sim,single,sim-single]``
