@@ -5,8 +5,10 @@ fed the same records the workers get, in batches of :data:`BATCH` records (the a
 ``take_events`` size under load). Output records are built (``Outcome.records()``) and
 encoded with orjson, as the agent does before handing them to the producer.
 
-``python -m benchmarks.inprocess [--events N] [--profile]`` prints µs per event for
-each traffic; ``--profile`` adds a cProfile of the storm (top functions by own time).
+``python -m benchmarks.inprocess [--events N] [--only storm,sim,single,sim-single]
+[--repeats N] [--profile]`` prints µs per event for each traffic named (all four by
+default: ``--only single`` is the one to py-spy for single-event records);
+``--profile`` adds a cProfile of the storm (top functions by own time).
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ from streamer.stream.batching import BATCH_MAX
 from streamer.stream.pipeline import Pipeline, Record
 
 BATCH = BATCH_MAX
+#: The traffics ``--only`` can name (storm and simulator mix, arrays and single events).
+CASES = ("storm", "sim", "single", "sim-single")
 
 
 @dataclass(frozen=True)
@@ -80,21 +84,36 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--profile", action="store_true")
     p.add_argument("--profile-single", action="store_true",
                    help="profile the single-event records instead of the storm arrays")
+    p.add_argument("--only", default=",".join(CASES),
+                   help=f"the traffics to time, comma-separated, of {','.join(CASES)} "
+                        "(e.g. ``--only single`` to py-spy one of them)")
+    p.add_argument("--repeats", type=int, default=3, help="passes per traffic (the least counts)")
     args = p.parse_args(argv)
-    storm = datasets.storm(args.events)
-    sim = datasets.simulator_mix(args.events)
+    only = args.only.split(",")
+    unknown = sorted(set(only) - set(CASES))
+    if unknown:
+        p.error(f"unknown traffic {', '.join(unknown)} (known: {', '.join(CASES)})")
+    wanted = {*only, "single" if args.profile_single else "storm"} if args.profile else set(only)
+    # Only the traffics asked for are built (the simulator's mix takes seconds).
+    storm = datasets.storm(args.events) if wanted - {"sim", "sim-single"} else None
+    sim = datasets.simulator_mix(args.events) if wanted & {"sim", "sim-single"} else None
     k = args.events_per_record
-    cases = [("storm, arrays", datasets.arrays(storm, k)),
-             ("simulator mix, arrays", datasets.arrays(sim, k)),
-             ("storm, single events", datasets.singles(storm))]
-    for name, records in cases:
-        r = run(records)
-        print(f"{name:24} {r.events:>8,} events  {r.us_per_event:6.1f} µs/event  "
+    def records(case: str) -> list[datasets.Record]:
+        traffic = sim if case.startswith("sim") else storm
+        assert traffic is not None
+        return datasets.singles(traffic) if case.endswith("single") else datasets.arrays(traffic, k)
+
+    names = {"storm": "storm, arrays", "sim": "simulator mix, arrays",
+             "single": "storm, single events", "sim-single": "simulator mix, single events"}
+    for case in only:
+        name = names[case]
+        r = run(records(case), args.repeats)
+        print(f"{name:28} {r.events:>8,} events  {r.us_per_event:6.1f} µs/event  "
               f"signals {r.signals / r.events:6.1%}  interventions {r.interventions / r.events:6.1%}")
     if args.profile:
         profiler = cProfile.Profile()
         profiler.enable()
-        run(cases[2 if args.profile_single else 0][1], repeats=1)
+        run(records("single" if args.profile_single else "storm"), repeats=1)
         profiler.disable()
         pstats.Stats(profiler, stream=sys.stdout).sort_stats("tottime").print_stats(25)
     return 0

@@ -263,6 +263,8 @@ def _check_fields(event: Event, plan: tuple[_Check, ...], on_scrub: OnScrub) -> 
                 )
         if isinstance(value, int) and not INT_MIN <= value <= INT_MAX:
             raise InvalidEvent("bad_value", f"field {name!r} does not fit 64 bits: {value}")
+        if kind == _ID and type(value) is str and len(value) * 4 <= MAX_ID_BYTES:
+            continue  # an id within its cap however it encodes (every event_id): kept as it is
         if kind:
             event[name] = _clean(name, value, kind, on_scrub)
 
@@ -378,10 +380,13 @@ def decode_record(
         decoded = orjson.loads(value)
     except orjson.JSONDecodeError as exc:
         raise InvalidEvent("not_json", str(exc)) from None
-    if isinstance(decoded, dict):
-        items, single = [decoded], True
-    elif isinstance(decoded, list):
-        items, single = decoded, False
+    if isinstance(decoded, dict):  # one event: its error is the record's
+        event = validate_event(decoded, on_scrub)
+        if key is not None and event["session_id"] != (own := key.decode("utf-8", "replace")):
+            raise _key_mismatch(event, own)
+        return [event], []
+    if isinstance(decoded, list):
+        items = decoded
         if not items:
             raise InvalidEvent("empty_batch", "the array holds no events")
         if len(items) > MAX_EVENTS_PER_RECORD:
@@ -399,14 +404,14 @@ def decode_record(
         try:
             event = validate_event(item, on_scrub)
             if expected is not None and event["session_id"] != expected:
-                raise InvalidEvent(
-                    "key_mismatch",
-                    f"session_id {event['session_id']!r} differs from the record key {expected!r}",
-                )
+                raise _key_mismatch(event, expected)
             events.append(event)
         except InvalidEvent as exc:
-            if single:
-                raise
             exc.index = index
             errors.append(exc)
     return events, errors
+
+
+def _key_mismatch(event: Event, expected: str) -> InvalidEvent:
+    return InvalidEvent(
+        "key_mismatch", f"session_id {event['session_id']!r} differs from the record key {expected!r}")

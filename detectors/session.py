@@ -773,7 +773,7 @@ class Engine:
             stuck_ms=last - state.signals[0]["ts"] if state.signals else 0,
         )
 
-    def step(self, state: SessionState, event: Event) -> Outcome:
+    def step(self, state: SessionState, event: Event, server_ts: int | None = None) -> Outcome:
         """Remember the event, run the detectors, maybe the models, let the policy decide.
 
         The risk model scores only when this event raised a signal and the session can
@@ -782,13 +782,16 @@ class Engine:
         one. Where the rules would intervene, in the targeted arm (``[policy]
         uplift_share``), the uplift model chooses once it is warm (guard rails
         excepted). All learn from outcomes (purchase, session_end, or :meth:`expire`).
+
+        ``server_ts``, the event's server time when the caller knows it (the pipeline),
+        goes into the outcomes that carry signals (``Outcome.server_ts``).
         """
-        outcome = self._step(state, event)
+        outcome = self._step(state, event, server_ts)
         if self.on_outcome is not None:
             self.on_outcome(state, event, outcome)
         return outcome
 
-    def _step(self, state: SessionState, event: Event) -> Outcome:
+    def _step(self, state: SessionState, event: Event, server_ts: int | None) -> Outcome:
         event_id = event.get("event_id")
         if event_id is not None:
             # Beacons are retried; the same event must not count twice.
@@ -809,7 +812,11 @@ class Engine:
         signals = []
         slices = state.detectors
         for detector in rules.by_type.get(kind, rules.everywhere):
-            signal = detector.step(slices.setdefault(detector.name, {}), event)
+            # get, not setdefault(name, {}): that made an empty dict on every call.
+            mine = slices.get(detector.name)
+            if mine is None:
+                mine = slices[detector.name] = {}
+            signal = detector.step(mine, event)
             if signal is not None:
                 signals.append(bounded_signal(signal))
         models, is_open = self.models, rules.policy.is_open(state.policy)
@@ -854,8 +861,8 @@ class Engine:
         context = state.context() if decision and decision.kind == "handoff" else None
         route = rules.routes.route(event.get("page") or (state.pages[-1] if state.pages else None))
         return Outcome(state.session_id, tuple(signals), decision, context, risk=risk,
-                       anomaly=anomaly, result=result, group=group, route=route, arm=arm,
-                       rules_kind=rules_kind, estimate=estimate)
+                       anomaly=anomaly, result=result, group=group, route=route,
+                       server_ts=server_ts, arm=arm, rules_kind=rules_kind, estimate=estimate)
 
     def _note_uplift(self, state: SessionState, keys: list[str], decision: Decision | None,
                      asked: _Asked, targeted: bool) -> None:

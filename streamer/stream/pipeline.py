@@ -42,8 +42,7 @@ import re
 import time
 from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass, field, fields
-from operator import attrgetter
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 from detectors.errors import InvalidEvent
@@ -262,6 +261,7 @@ class Pipeline:
         #: back only when written, so a state changed but not written is never reused.
         self._decoded: dict[bytes, tuple[bytes, SessionState]] = {}
         self.decoded_states = decoded_states
+        self._count_scrub = metrics.count_scrub  # bound once, not per record
         #: Events counted by type in the current batch, added to the metric at its end:
         #: a labelled counter's inc takes a lock, once per batch and type is enough.
         self._by_type: dict[str, int] = {}
@@ -364,7 +364,8 @@ class Pipeline:
     ) -> bool:
         """Apply one record; False when it was a re-delivery, skipped whole."""
         key = record.key
-        if key is not None and record.partition >= 0 and record.offset >= 0:
+        positioned = record.partition >= 0 and record.offset >= 0
+        if key is not None and positioned:
             # A keyed record holds one session's events (the key is its id): one look at
             # that state tells a re-delivery, before any decoding or dead letter.
             state = loaded.get(key)
@@ -375,8 +376,8 @@ class Pipeline:
                 return False
         raw = record.value or b""
         try:
-            events, errors = decode_record(raw, record.key, max_bytes=self.max_record_bytes,
-                                           on_scrub=self.metrics.count_scrub)
+            events, errors = decode_record(raw, key, max_bytes=self.max_record_bytes,
+                                           on_scrub=self._count_scrub)
         except InvalidEvent as exc:
             self._refuse(out, exc, record, raw)
             return True
@@ -386,9 +387,11 @@ class Pipeline:
             for error in errors:
                 index = error.index or 0
                 self._refuse(out, error, record, raw if pieces is None else pieces[index])
-        record_ms = _record_ms(record.timestamp_s)
-        checked: set[bytes] = set()
-        skipped: set[bytes] = set()
+        record_ms = None if record.timestamp_s is None else _record_ms(record.timestamp_s)
+        # The record's own session was looked at above (no state there: a new one holds
+        # nothing), so its events need no second look.
+        checked: set[bytes] = {key} if key is not None and positioned else set()
+        skipped: set[bytes] | None = None
         for event in events:
             # A keyless record may mix sessions: each event goes to its own state.
             session_key = event["session_id"].encode()
@@ -398,6 +401,8 @@ class Pipeline:
                     self._load(session_key) or SessionState(event["session_id"]))
             if session_key not in checked:
                 if state.holds(record.partition, record.offset):
+                    if skipped is None:
+                        skipped = set()
                     if session_key not in skipped:  # this session has the record already
                         skipped.add(session_key)
                         self.metrics.redelivered.inc()
@@ -471,7 +476,7 @@ class Pipeline:
         elif abs(drift) > CLOCK_SKEW_MS:
             m.clock_skew.labels("drift").inc()
         started = time.perf_counter()
-        outcome = self.engine.step(state, event)
+        outcome = self.engine.step(state, event, server_ts)
         if outcome.duplicate:
             m.duplicates.inc()
             return
@@ -482,9 +487,11 @@ class Pipeline:
             m.model_step.observe(time.perf_counter() - started)
             if outcome.anomaly is not None:
                 m.anomaly_score.observe(outcome.anomaly)
-        self._count(outcome)
         if outcome.signals:
-            out.outcomes.append(_at(outcome, server_ts))
+            self._count(outcome)
+            out.outcomes.append(outcome)
+        elif outcome.result is not None:  # no signal, so no decision: an outcome, or nothing
+            self._count(outcome)
 
     def _count(self, outcome: Outcome) -> None:
         m, child = self.metrics, self._child
@@ -590,23 +597,6 @@ class Pipeline:
             log.debug("committed offset of partition %d unreadable", partition, exc_info=True)
             return None
         return offset if type(offset) is int and offset >= 0 else None
-
-
-_OUTCOME_FIELDS: Final = tuple(f.name for f in fields(Outcome))
-_SERVER_TS: Final = _OUTCOME_FIELDS.index("server_ts")
-_outcome_values: Final = attrgetter(*_OUTCOME_FIELDS)
-
-
-def _at(outcome: Outcome, server_ts: int) -> Outcome:
-    """``replace(outcome, server_ts=server_ts)`` in half its time.
-
-    >>> from dataclasses import replace
-    >>> _at(Outcome("s", risk=0.5), 7) == replace(Outcome("s", risk=0.5), server_ts=7)
-    True
-    """
-    values = list(_outcome_values(outcome))
-    values[_SERVER_TS] = server_ts
-    return Outcome(*values)
 
 
 def _entry(state: SessionState, partition: int | None) -> _Known:

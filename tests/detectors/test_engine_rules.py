@@ -101,3 +101,16 @@ def test_one_decay_for_the_policy_and_the_features() -> None:
     # The lowest threshold there is: nudge_threshold 0.5 halved for a high-risk session.
     assert policy.could_tip(state.policy, TS + 2000, 0.0)  # 0.25
     assert not policy.could_tip(state.policy, TS + 3000, 0.0)  # 0.125
+
+
+def test_the_server_time_given_to_step_is_on_the_outcomes_that_carry_signals() -> None:
+    engine, state = Engine(Rules()), SessionState("s1")
+    view = engine.step(state, {"session_id": "s1", "type": "page_view", "ts": TS, "page": "/"},
+                       TS + 5)
+    helped = engine.step(state, {"session_id": "s1", "type": "help_request", "ts": TS + 1},
+                         TS + 7)
+    unstamped = engine.step(SessionState("s2"), {"session_id": "s2", "type": "help_request",
+                                                 "ts": TS})
+    assert (view.signals, view.server_ts) == ((), None)  # the shared quiet outcome
+    assert helped.signals and helped.server_ts == TS + 7
+    assert unstamped.signals and unstamped.server_ts is None  # replay, tests: not given
