@@ -195,7 +195,7 @@ def _clean(name: str, value: Any, kind: str, on_scrub: OnScrub) -> Any:
     >>> ("text", "mail a@b.co") in _CLEANED  # scrubbed: cleaned afresh each time
     False
     """
-    if kind == _ID or type(value) is not str or len(value) > _CLEANED_CHARS:
+    if type(value) is not str or len(value) > _CLEANED_CHARS:
         return _clean_now(name, value, kind, on_scrub)
     cached = _CLEANED.get((kind, value), _NOT_CLEANED)
     if cached is not _NOT_CLEANED:
@@ -226,8 +226,6 @@ def _clean_now(name: str, value: Any, kind: str, on_scrub: OnScrub) -> Any:
             return clean_text(value, MAX_PATH_BYTES, on_scrub)
         if kind == _URL:
             return _clean_url(value, on_scrub)
-        if kind == _ID:
-            _check_id(name, value)
     elif kind == _TEXT and isinstance(value, int):
         return clean_code(value, on_scrub)  # a step number, unless it is a card number
     return value
@@ -263,9 +261,10 @@ def _check_fields(event: Event, plan: tuple[_Check, ...], on_scrub: OnScrub) -> 
                 )
         if isinstance(value, int) and not INT_MIN <= value <= INT_MAX:
             raise InvalidEvent("bad_value", f"field {name!r} does not fit 64 bits: {value}")
-        if kind == _ID and type(value) is str and len(value) * 4 <= MAX_ID_BYTES:
-            continue  # an id within its cap however it encodes (every event_id): kept as it is
-        if kind:
+        if kind == _ID:  # an identity is kept as sent, only bounded
+            if isinstance(value, str):
+                _check_id(name, value)
+        elif kind:
             event[name] = _clean(name, value, kind, on_scrub)
 
 
