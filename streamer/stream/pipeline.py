@@ -487,11 +487,11 @@ class Pipeline:
             m.model_step.observe(time.perf_counter() - started)
             if outcome.anomaly is not None:
                 m.anomaly_score.observe(outcome.anomaly)
+        # Without a signal there is no decision: only a result can be left to count.
+        if outcome.signals or outcome.result is not None:
+            self._count(outcome)
         if outcome.signals:
-            self._count(outcome)
             out.outcomes.append(outcome)
-        elif outcome.result is not None:  # no signal, so no decision: an outcome, or nothing
-            self._count(outcome)
 
     def _count(self, outcome: Outcome) -> None:
         m, child = self.metrics, self._child
