@@ -127,6 +127,11 @@ def context(x: Mapping[str, float], detector: str) -> list[str]:
 _BIAS: Final = "__bias__"
 
 
+def _cost(action: str, handoff_cost: float) -> float:
+    """What taking ``action`` costs before its uplift counts: a person's time for a handoff."""
+    return handoff_cost if action == "handoff" else 0.0
+
+
 def _phi(z: float) -> float:
     return 0.5 * (1.0 + math.erf(z / math.sqrt(2.0)))
 
@@ -257,7 +262,7 @@ class UpliftModel:
             (mb, vb), (mt, vt) = self._parts(keys, action)
             base = mb + math.sqrt(vb) * shared
             gain = _phi((base + mt + math.sqrt(vt) * drawn[action]) / noise) - _phi(base / noise)
-            gain -= handoff_cost if action == "handoff" else 0.0
+            gain -= _cost(action, handoff_cost)
             if gain > value:
                 best, value = action, gain
         return best, (None if best is None else self.estimate(keys, best)[0])
@@ -267,12 +272,12 @@ class UpliftModel:
         best, value, estimates = None, 0.0, {}
         for action in allowed:
             mean, sd = estimates[action] = self.estimate(keys, action)
-            cost = handoff_cost if action == "handoff" else 0.0
+            cost = _cost(action, handoff_cost)
             if mean - self.confidence * sd > cost and mean - cost > value:
                 best, value = action, mean - cost
         if best is None and default in estimates:
             mean, sd = estimates[default]
-            if mean + self.confidence * sd > (handoff_cost if default == "handoff" else 0.0):
+            if mean + self.confidence * sd > _cost(default, handoff_cost):
                 best = default  # unsure either way: the rules' choice stands
         return best, (None if best is None else estimates[best][0])
 
