@@ -76,6 +76,16 @@ def run(records: Sequence[datasets.Record], repeats: int = 3) -> InProcess:
     return best
 
 
+def traffic_of(case: str, events: int) -> datasets.Traffic:
+    """The events a traffic of :data:`CASES` is made of."""
+    return (datasets.simulator_mix if case.startswith("sim") else datasets.storm)(events)
+
+
+def records_of(case: str, traffic: datasets.Traffic, k: int = 20) -> list[datasets.Record]:
+    """The records of a traffic of :data:`CASES`: arrays of up to ``k`` events, or single events."""
+    return datasets.singles(traffic) if case.endswith("single") else datasets.arrays(traffic, k)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.inprocess",
                                 description=__doc__.splitlines()[0])
@@ -101,7 +111,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     def records(case: str) -> list[datasets.Record]:
         traffic = sim if case.startswith("sim") else storm
         assert traffic is not None
-        return datasets.singles(traffic) if case.endswith("single") else datasets.arrays(traffic, k)
+        return records_of(case, traffic, k)
 
     names = {"storm": "storm, arrays", "sim": "simulator mix, arrays",
              "single": "storm, single events", "sim-single": "simulator mix, single events"}

@@ -39,10 +39,9 @@ _COUNTS = {"instructions": r"I\s+refs:\s+([\d,]+)", "D1 misses": r"D1\s+misses:\
 
 def _child(case: str, events: int, passes: int) -> None:
     """Build the records, then run ``passes`` passes (0: the build alone)."""
-    from benchmarks import datasets, inprocess
+    from benchmarks import inprocess
 
-    traffic = (datasets.simulator_mix if case.startswith("sim") else datasets.storm)(events)
-    records = datasets.singles(traffic) if case.endswith("single") else datasets.arrays(traffic, 20)
+    records = inprocess.records_of(case, inprocess.traffic_of(case, events))
     if passes:
         inprocess.run(records, passes)
 
