@@ -34,7 +34,12 @@ import faust
 import orjson
 
 from streamer.embedded import EMBEDDED_GROUP_TIMEOUTS
+from streamer.settings import Settings
+from streamer.stream.batching import BATCH_MAX
 from streamer.stream.transport import QuietMonitor, use_uvloop
+
+#: The floor's batch window: our worker's default (``batch_within_ms``).
+WITHIN_S = Settings().batch_within_ms / 1000
 
 
 def build(broker: str, app_id: str, topic: str, partitions: int, web_port: int,
@@ -72,7 +77,7 @@ def build(broker: str, app_id: str, topic: str, partitions: int, web_port: int,
 
         @app.agent(raw, name="count_events_floor")
         async def count_events_floor(stream: Any) -> None:
-            async for batch in stream.take_events(500, within=0.005):
+            async for batch in stream.take_events(BATCH_MAX, within=WITHIN_S):
                 for event in batch:
                     value = orjson.loads(event.value)
                     processed["count"] += len(value) if isinstance(value, list) else 1

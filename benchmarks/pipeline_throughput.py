@@ -126,10 +126,11 @@ def run_case(addr: str, case: Case, ledger: Ledger, logdir: Path, args: argparse
     naive, naive_commit = harness.Timed(0, 0, float("nan"), 0, 0.0), float("nan")
     floor = naive
     if not args.no_naive:
-        for name, is_floor in (("b", False), ("b0", True)):
+        for name, kind in (("b", "naive"), ("b0", "floor")):
+            is_floor = kind == "floor"
             port = free_port()
-            app_id = f"{APP_PREFIX}-{'floor' if is_floor else 'naive'}-{case.key}"
-            w = harness.start_worker(f"{'floor' if is_floor else 'naive'}-{case.key}",
+            app_id = f"{APP_PREFIX}-{kind}-{case.key}"
+            w = harness.start_worker(f"{kind}-{case.key}",
                                      naive_argv(addr, app_id, naive_topic, port, is_floor),
                                      f"http://127.0.0.1:{port}/count/", logdir,
                                      harness.read_naive_count)
